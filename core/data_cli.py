@@ -1,0 +1,89 @@
+"""`python -m core data ...`: validate, stats and split JSONL datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core import data
+from core.labels import parse_labels
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="JSONL file (or a saved dataset name)")
+    p.add_argument("--labels", help="comma-separated label set (default: the 7 default labels)")
+    p.add_argument("--any-label", action="store_true", help="accept any label value")
+    p.add_argument("--max-chars", type=int, default=data.MAX_CHARS, help="longest allowed text")
+    p.add_argument("--text-key", default="text", help="key holding the text (e.g. sentence)")
+    p.add_argument("--label-key", default="label", help="key holding the label (e.g. emotion)")
+
+
+def _validate_args(args) -> data.Report:
+    labels = None if args.any_label else parse_labels(args.labels)
+    try:
+        path = data.resolve_dataset(args.path)
+    except data.DatasetError:
+        path = args.path  # validate_file reports the unreadable path as a fatal problem
+    return data.validate_file(path, labels=labels, max_chars=args.max_chars,
+                              text_key=args.text_key, label_key=args.label_key)
+
+
+def _print_report(report: data.Report) -> None:
+    out = sys.stdout.write
+    if report.fatal:
+        out(f"{report.source}: {report.fatal}\n")
+        return
+    out(f"{report.source}: {len(report.records)} valid, {len(report.invalid)} invalid, "
+        f"{report.blank_lines} blank lines skipped, {len(report.duplicates)} duplicates\n")
+    for p in report.invalid:
+        out(f"  line {p.line}: {p.error}\n")
+    for d in report.duplicates:
+        note = "" if d.same_label else " (with a different label)"
+        out(f"  line {d.line}: {d.kind} duplicate of line {d.first_line}{note}\n")
+    st = data.stats(report.records)
+    if st["count"]:
+        out("  labels: " + ", ".join(f"{k} {v}" for k, v in st["labels"].items()) + "\n")
+        out("  length (chars): " + ", ".join(f"{k} {v}" for k, v in st["length"].items()) + "\n")
+
+
+def _validate(args) -> tuple[int, dict]:
+    report = _validate_args(args)
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+    else:
+        _print_report(report)
+    return report.exit_code, {"valid": len(report.records), "invalid": len(report.invalid)}
+
+
+def _split(args) -> tuple[int, dict]:
+    report = _validate_args(args)
+    if report.fatal:
+        sys.stderr.write(f"{report.source}: {report.fatal}\n")
+        return 2, {"error": report.fatal}
+    records = report.deduplicated() if args.drop_duplicates else report.records
+    split = data.split_records(records, args.val, args.test, args.seed)
+    out = {}
+    for part in ("train", "val", "test"):
+        path = data.save_dataset(f"{args.name}-{part}", getattr(split, part))
+        out[part] = str(path)
+        sys.stdout.write(f"{part}: {len(getattr(split, part))} rows -> {path}\n")
+    return 0, out
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="validate, inspect and split JSONL datasets")
+    sub = p.add_subparsers(dest="data_command", required=True)
+    v = sub.add_parser("validate", help="check every line; exit 0 all valid, 1 some invalid, "
+                       "2 not readable as JSONL")
+    _add_common(v)
+    v.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    v.set_defaults(handler=_validate)
+    s = sub.add_parser("split", help="stratified train/val/test split saved into the workspace")
+    _add_common(s)
+    s.add_argument("--name", required=True, help="saved as NAME-train/-val/-test")
+    s.add_argument("--val", type=float, default=0.15)
+    s.add_argument("--test", type=float, default=0.15)
+    s.add_argument("--seed", type=int, default=13)
+    s.add_argument("--drop-duplicates", action="store_true")
+    s.set_defaults(handler=_split)

@@ -1,0 +1,187 @@
+"""Long stages run as background processes (``python -m core ...``) with an event log.
+
+A job is a folder ``workspace/jobs/<id>/`` holding ``job.json`` (key, argv, pid), ``events.jsonl``
+(written by the command through core.progress) and ``output.log`` (its stdout/stderr). Pages find a
+job by its *key* (e.g. ``train:default``): starting a key that is already running returns the running
+job, so Streamlit reruns never start a second copy. A process that died without a final event is
+reported as crashed with the tail of its output.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from core import paths
+from core.errors import JobError
+from core.progress import EVENTS_ENV, EventLog
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+@dataclass
+class JobStatus:
+    state: str  # "running" | "done" | "failed" | "cancelled"
+    progress: dict | None = None  # the newest progress event
+    result: dict | None = None  # payload of the "result" event
+    error: str | None = None
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class Job:
+    dir: Path
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.dir / "job.json").read_text(encoding="utf-8"))
+
+    @property
+    def key(self) -> str:
+        return self.info["key"]
+
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    def output_tail(self, n_chars: int = 2000) -> str:
+        try:
+            return (self.dir / "output.log").read_text(encoding="utf-8", errors="replace")[-n_chars:]
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        info = self.info
+        pid, created = info.get("pid"), info.get("create_time")
+        if not pid:
+            return False
+        try:
+            proc = psutil.Process(pid)
+            # A reused pid belongs to another process: compare start times.
+            if created is not None and abs(proc.create_time() - created) > 1.0:
+                return False
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                try:  # reap our own child so it does not linger
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                return False
+            return True
+        except psutil.NoSuchProcess:
+            return False
+
+    def status(self) -> JobStatus:
+        events = EventLog.read(self.events_path)
+        progress = next((e for e in reversed(events) if e["type"] == "progress"), None)
+        for e in reversed(events):
+            if e["type"] == "result":
+                return JobStatus("done", progress, e.get("result"), None, events)
+            if e["type"] == "error":
+                return JobStatus("failed", progress, None, e.get("message"), events)
+            if e["type"] == "cancelled":
+                return JobStatus("cancelled", progress, None, "cancelled by the user", events)
+        if self.alive():
+            return JobStatus("running", progress, None, None, events)
+        tail = self.output_tail().strip().splitlines()[-5:]
+        msg = "the process ended without a result (crashed or killed)"
+        if tail:
+            msg += ". Last output:\n" + "\n".join(tail)
+        return JobStatus("failed", progress, None, msg, events)
+
+    def cancel(self, grace_s: float = 5.0) -> None:
+        """Stop the job's whole process group: SIGTERM, then SIGKILL after ``grace_s``."""
+        if not self.alive():
+            return
+        pid = self.info["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.time() + grace_s
+            while self.alive() and time.time() < deadline:
+                time.sleep(0.1)
+            if self.alive():
+                os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        EventLog(self.events_path).write("cancelled")
+
+
+@contextmanager
+def _lock():
+    with open(paths.jobs_dir() / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def list_jobs(key: str | None = None) -> list[Job]:
+    """Jobs, oldest first (ids start with a timestamp), optionally only those with ``key``."""
+    jobs = [Job(d) for d in sorted(paths.jobs_dir().iterdir()) if (d / "job.json").exists()]
+    return [j for j in jobs if key is None or j.key == key]
+
+
+def find(key: str) -> Job | None:
+    """The newest job with this key, running or not."""
+    found = list_jobs(key)
+    return found[-1] if found else None
+
+
+def start(key: str, argv: list[str], env: dict[str, str] | None = None) -> Job:
+    """Run ``python -m core *argv`` in the background, unless a job with ``key`` is running.
+
+    ``env`` adds environment variables for the child only (e.g. an API key): they are never written
+    to job.json or the event log.
+    """
+    with _lock():
+        current = find(key)
+        if current is not None and not current.status().finished:
+            return current
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in key)[:40]
+        job_dir = paths.jobs_dir() / f"{stamp}-{secrets.token_hex(3)}-{safe}"
+        job_dir.mkdir(parents=True)
+        events = job_dir / "events.jsonl"
+        EventLog(events).write("start", argv=argv)
+        child_env = {**os.environ, **(env or {}), EVENTS_ENV: str(events), "PYTHONUNBUFFERED": "1"}
+        child_env.setdefault(paths.WORKSPACE_ENV, str(paths.workspace()))
+        try:
+            with open(job_dir / "output.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "core", *argv],
+                    cwd=paths.REPO_ROOT,
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: cancel stops its children too
+                )
+        except OSError as exc:
+            raise JobError(f"could not start job {key!r}: {exc}") from exc
+        try:
+            created = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:  # it already ended; status() then reads its output
+            created = None
+        info = {"key": key, "argv": argv, "pid": proc.pid, "started": time.time(),
+                "create_time": created}
+        (job_dir / "job.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+        return Job(job_dir)

@@ -1,0 +1,69 @@
+"""Background jobs: start, progress, finish, crash, cancel, no duplicate on rerun."""
+
+import time
+
+import pytest
+
+from core import jobs
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path))
+    return tmp_path
+
+
+def wait(job, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = job.status()
+        if status.finished:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job still running after {timeout}s: {job.output_tail()}")
+
+
+def test_job_runs_reports_progress_and_result():
+    job = jobs.start("selftest:ok", ["selftest", "--steps", "4", "--delay", "0.05"])
+    status = wait(job)
+    assert status.state == "done", status.error
+    assert status.result == {"steps": 4}
+    steps = [e["done"] for e in status.events if e["type"] == "progress"]
+    assert steps == [1, 2, 3, 4] and status.progress["total"] == 4
+
+
+def test_same_key_while_running_returns_the_running_job():
+    first = jobs.start("selftest:dup", ["selftest", "--steps", "30", "--delay", "0.1"])
+    second = jobs.start("selftest:dup", ["selftest", "--steps", "30", "--delay", "0.1"])
+    assert first.dir == second.dir and len(jobs.list_jobs("selftest:dup")) == 1
+    first.cancel()
+    assert wait(first).state == "cancelled"
+    third = jobs.start("selftest:dup", ["selftest", "--steps", "1", "--delay", "0"])
+    assert third.dir != first.dir and jobs.find("selftest:dup") == third
+    assert wait(third).state == "done"
+
+
+def test_failure_reports_the_error_message():
+    status = wait(jobs.start("selftest:fail", ["selftest", "--fail-at", "2", "--delay", "0"]))
+    assert status.state == "failed" and "failing on purpose at step 2" in status.error
+    assert [e["done"] for e in status.events if e["type"] == "progress"] == [1]
+
+
+def test_crash_without_final_event_is_reported_as_crash():
+    status = wait(jobs.start("selftest:crash", ["selftest", "--crash-at", "2", "--delay", "0"]))
+    assert status.state == "failed" and "ended without a result" in status.error
+
+
+def test_bad_arguments_show_up_as_failure_with_output():
+    status = wait(jobs.start("selftest:args", ["selftest", "--steps", "many"]))
+    assert status.state == "failed" and "invalid int value" in status.error
+
+
+def test_cancel_stops_the_process():
+    job = jobs.start("selftest:cancel", ["selftest", "--steps", "100", "--delay", "0.1"])
+    deadline = time.time() + 20
+    while job.status().progress is None and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    assert not job.alive()
+    assert job.status().state == "cancelled"
