@@ -15,10 +15,10 @@ setup: sysdeps $(REQ_STAMP) $(NPM_STAMP)
 
 # Debian packages the browser tests and screenshots need (Chromium, a Korean font).
 sysdeps:
-	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi nanum; then \
-	  echo "installing Debian packages: chromium fonts-nanum"; \
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi nanum || ! fc-list 2>/dev/null | grep -qi "color emoji"; then \
+	  echo "installing Debian packages: chromium fonts-nanum fonts-noto-color-emoji"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-nanum >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-nanum fonts-noto-color-emoji >/dev/null; \
 	fi
 
 $(REQ_STAMP): requirements.txt

@@ -6,9 +6,9 @@ import streamlit as st
 
 from core import data
 from core.labels import DEFAULT_LABEL_NAMES, parse_labels
-from pages.common import show_error
+from pages.common import page, show_error
 
-st.title("Dataset")
+page("Dataset")
 st.caption('JSON Lines, one object per line: {"text": ..., "label": ...}; other keys are kept.')
 
 with st.sidebar:

@@ -1,12 +1,40 @@
-"""Small rendering helpers shared by the pages (kept out of core/, which never imports streamlit)."""
+"""Rendering helpers shared by the pages (kept out of core/, which never imports streamlit).
+
+A package rather than ``pages/common.py`` so Streamlit does not list it as a page.
+"""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
+from core import jobs, paths
 from core.errors import StudioError
+
+
+# (file, label) in pipeline order; files that do not exist yet are left out of the menu.
+MENU = [("streamlit_app.py", "Home"), ("pages/2_Generate.py", "Generate"),
+        ("pages/1_Dataset.py", "Dataset"), ("pages/3_Train.py", "Train"),
+        ("pages/4_Demo.py", "Demo"), ("pages/5_Export.py", "Export"),
+        ("pages/6_Benchmark.py", "Benchmark"), ("pages/7_Web_Bundle.py", "Web bundle")]
+
+
+def page(title: str) -> None:
+    """Start a page: config, the sidebar menu, the title."""
+    try:
+        st.set_page_config(page_title=f"{title} · Korean emotion studio", page_icon="💬",
+                           layout="wide")
+    except st.errors.StreamlitAPIException:
+        pass  # already set by this run
+    with st.sidebar:
+        try:
+            for path, label in MENU:
+                if (paths.REPO_ROOT / path).exists():
+                    st.page_link(path, label=label)
+        except st.errors.StreamlitAPIException:
+            pass  # a page run on its own (AppTest.from_file) has no multipage app around it
+        st.divider()
+    st.title(title)
 
 
 def show_error(exc: Exception) -> None:
