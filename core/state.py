@@ -17,8 +17,8 @@ class StageState:
 
 
 def runs() -> list[Path]:
-    """Trained run folders (a Hugging Face model folder with config.json), newest first."""
-    found = [p for p in paths.runs_dir().iterdir() if (p / "config.json").is_file()]
+    """Trained run folders (``RUN/model/config.json`` + metrics.json), newest first."""
+    found = [p for p in paths.runs_dir().iterdir() if (p / "model" / "config.json").is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

@@ -1,0 +1,86 @@
+"""Train: fine-tune an encoder with its lower layers frozen, as a background job."""
+
+import json
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import data, jobs, paths, state
+from core.models.registry import BUNDLED_DEFAULT, BUNDLED_MODELS, SUGGESTED_HUB_MODELS
+from core.train import DEFAULT_FREEZE_BELOW, TrainConfig
+from pages.common import job_panel, page, show_error
+
+page("Train")
+st.caption("Fine-tunes a BERT-family encoder; embeddings and encoder layers below K stay frozen "
+           "(their outputs are cached after the first epoch, so training is fast on a CPU).")
+
+datasets = data.list_datasets()
+c1, c2 = st.columns(2)
+dataset = c1.selectbox("Dataset", list(datasets))
+choices = list(BUNDLED_MODELS) + list(SUGGESTED_HUB_MODELS) + ["other (hub id or local folder)"]
+base = c2.selectbox("Base model", choices, help="Hub models need internet access.")
+if base.startswith("other"):
+    base = c2.text_input("Hub id or local model folder", "")
+defaults = TrainConfig()
+c3, c4, c5, c6 = st.columns(4)
+freeze = c3.number_input("Freeze layers below K", 0, 48, DEFAULT_FREEZE_BELOW,
+                         help="0 trains every layer; the reference workflow uses 7 of 12")
+epochs = c4.number_input("Max epochs", 1, 100, defaults.epochs)
+lr = c5.number_input("Learning rate", 1e-6, 1e-2, defaults.learning_rate, format="%.0e")
+batch = c6.number_input("Batch size", 1, 512, defaults.batch_size)
+c7, c8, c9 = st.columns(3)
+max_length = c7.number_input("Max tokens", 8, 512, defaults.max_length)
+seed = c8.number_input("Seed", 0, 2**31 - 1, defaults.seed)
+name = c9.text_input("Run name", "default" if base == BUNDLED_DEFAULT else "run-1")
+
+key = f"train:{name}"
+running = jobs.find(key)
+if st.button("Start training", type="primary", disabled=not base or not name.strip()):
+    argv = ["train", "--data", str(datasets[dataset]), "--base", base, "--freeze-below",
+            str(freeze), "--epochs", str(epochs), "--lr", str(lr), "--batch-size", str(batch),
+            "--max-length", str(max_length), "--seed", str(seed),
+            "--out", str(paths.runs_dir() / name.strip())]
+    try:
+        TrainConfig(data=str(datasets[dataset]), base=base, freeze_below=int(freeze),
+                    epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
+                    max_length=int(max_length))  # validate here so mistakes show at once
+        jobs.start(key, argv)
+    except Exception as exc:  # shown as a message, never a traceback
+        show_error(exc)
+
+status = job_panel(key, chart_fields=("loss",))
+if status is not None:
+    val_points = [e for e in status.events if e.get("type") == "progress" and "val_macro_f1" in e]
+    if val_points:
+        frame = pd.DataFrame([{"epoch": e.get("epoch"), "val macro-F1": e["val_macro_f1"]}
+                              for e in val_points])
+        st.plotly_chart(px.line(frame, x="epoch", y="val macro-F1", markers=True, height=260),
+                        width="stretch")
+
+st.subheader("Trained runs")
+rows = []
+for run_dir in state.runs():
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        continue
+    test = m.get("test") or {}
+    rows.append({"run": run_dir.name, "base": m.get("base"), "K": m.get("freeze_below"),
+                 "val macro-F1": (m.get("val") or {}).get("macro_f1"),
+                 "test macro-F1": test.get("macro_f1"), "test accuracy": test.get("accuracy"),
+                 "epochs": m.get("epochs_run"), "seconds": m.get("train_seconds")})
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    pick = st.selectbox("Details of run", [r["run"] for r in rows])
+    metrics = json.loads((paths.runs_dir() / pick / "metrics.json").read_text(encoding="utf-8"))
+    test = metrics.get("test") or metrics.get("val") or {}
+    if test.get("confusion_matrix"):
+        labels = metrics["labels"]
+        st.plotly_chart(px.imshow(test["confusion_matrix"], x=labels, y=labels, text_auto=True,
+                                  labels={"x": "predicted", "y": "true"},
+                                  title="Confusion matrix (test split)"), width="stretch")
+    if test.get("per_class"):
+        st.dataframe(pd.DataFrame(test["per_class"]).T)
+else:
+    st.info("No trained runs yet.")

@@ -1,0 +1,61 @@
+"""Export: ONNX FP32, optimized graph, INT8 and OpenVINO, with parity and accuracy gates."""
+
+import pandas as pd
+import streamlit as st
+
+from core import export, jobs, state
+from pages.common import job_panel, page, show_error
+
+page("Export")
+st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
+           "optimizer, INT8 dynamic quantization and OpenVINO NNCF INT8. The export checks "
+           "itself: FP32 must match PyTorch within 1e-4; INT8 is compared with FP32.")
+
+runs = state.runs()
+if not runs:
+    st.info("No trained run yet: train one on the Train page first.")
+    st.stop()
+run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
+c1, c2, c3, c4 = st.columns(4)
+per_channel = c1.checkbox("Per-channel INT8")
+reduce_range = c2.checkbox("Reduced range (7-bit)")
+openvino = c3.checkbox("OpenVINO IR + INT8", value=True)
+calib = c4.number_input("Calibration sentences", 1, 5000, 300)
+
+key = f"export:{run_dir.name}"
+if st.button("Export", type="primary"):
+    argv = ["export", "--model", str(run_dir), "--calibration-size", str(calib)]
+    argv += ["--per-channel"] * per_channel + ["--reduce-range"] * reduce_range
+    argv += [] if openvino else ["--no-openvino"]
+    try:
+        jobs.start(key, argv)
+    except Exception as exc:
+        show_error(exc)
+job_panel(key)
+
+report = export.load_report(run_dir)
+if report is None:
+    st.info("This run has not been exported yet.")
+    st.stop()
+st.subheader("Artifacts")
+rows = []
+for a in report["artifacts"]:
+    m = a["metrics"]
+    rows.append({"artifact": a["name"], "size MB": a["size_mb"],
+                 "ratio to FP32": m.get("size_ratio"), "accuracy %": m["accuracy"],
+                 "macro-F1 %": m["macro_f1"], "ΔF1 vs FP32": m.get("macro_f1_delta"),
+                 "agreement %": m.get("agreement"), "max |Δlogit|": m.get("max_abs_diff"),
+                 "seconds": a["seconds"]})
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+st.caption(f"Gates ran on {report['eval_size']} validation sentences. "
+           f"Fused operators: {report.get('fused_ops') or 'none'}")
+for warning in report.get("warnings", []):
+    st.error(warning)
+if not report.get("warnings"):
+    st.success("All gates passed: INT8 within 1 macro-F1 point of FP32, labels agree ≥ 99%.")
+
+files = {a["name"]: a["path"] for a in report["artifacts"] if a["name"] != "pytorch_fp32"}
+pick = st.selectbox("Download", list(files))
+path = files[pick]
+st.download_button(f"Download {pick}", open(path, "rb").read(), file_name=path.split("/")[-1],
+                   mime="application/octet-stream")

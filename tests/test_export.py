@@ -1,0 +1,132 @@
+"""ONNX export, optimization, INT8 and OpenVINO on tiny real models, with the gates."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from core import export, runtimes
+from core.errors import ParityError
+
+TEXTS = ["오늘 진짜 행복하다 ㅎㅎ", "시험 결과 나오기 전이라 잠이 안 와",
+         "팀장님이 또 내 기획안을 무시했어 😡 진짜 어이없네", "회의는 3시로 옮겼습니다"]
+
+
+@pytest.fixture(scope="module")
+def e5_export(tiny_e5_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e5_export")
+    result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(out),
+                                            calibration_size=40))
+    return out, result
+
+
+def onnx_inputs(path):
+    return [i.name for i in onnx.load(str(path)).graph.input]
+
+
+def test_artifacts_report_and_gates(e5_export):
+    out, result = e5_export
+    names = [a.name for a in result.artifacts]
+    assert names == ["pytorch_fp32", "onnx_fp32", "onnx_fp32_optimized", "onnx_int8",
+                     "openvino_fp32", "openvino_int8"]
+    for f in ["onnx/model.onnx", "onnx/model_optimized.onnx", "onnx/model_quantized.onnx",
+              "openvino/model.xml", "openvino/model_int8.xml", "export_report.json"]:
+        assert (out / f).is_file(), f
+    assert not list(out.glob("onnx/*.data")), "weights must be inside the .onnx file"
+    report = json.loads((out / "export_report.json").read_text())
+    art = {a["name"]: a for a in report["artifacts"]}
+    assert art["onnx_fp32"]["metrics"]["max_abs_diff"] <= 1e-4
+    assert art["onnx_int8"]["metrics"]["size_ratio"] <= 0.30
+    assert art["onnx_int8"]["metrics"]["agreement"] >= 90
+    assert art["openvino_fp32"]["metrics"]["max_abs_diff"] <= 1e-3
+    assert report["eval_size"] > 0 and report["config"]["opset"] == 17
+    assert report["fused_ops"].get("Attention", 0) == 2  # both layers of the tiny model fused
+
+
+def test_xlmr_graph_has_no_token_type_ids_and_dynamic_axes(e5_export):
+    out, _ = e5_export
+    model = onnx.load(str(out / "onnx" / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
+    assert model.opset_import[0].version == 17
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("pad_to", [None, 40])
+def test_fp32_parity_dynamic_shapes(tiny_e5_run, e5_export, batch, pad_to):
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out, _ = e5_export
+    model_dir = tiny_e5_run / "model"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    padding = "max_length" if pad_to else True
+    enc = tok(TEXTS[:batch], padding=padding, max_length=pad_to or 64, truncation=True,
+              return_tensors="np")
+    feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    sess = ort.InferenceSession(str(out / "onnx" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], feed)[0]
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+    assert got.shape == (batch, len(model.config.id2label))
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_int8_graph_uses_integer_ops(e5_export):
+    out, _ = e5_export
+    ops = lambda p: [n.op_type for n in onnx.load(str(p)).graph.node]  # noqa: E731
+    fp32, int8 = ops(out / "onnx" / "model_optimized.onnx"), ops(out / "onnx" / "model_quantized.onnx")
+    assert "DynamicQuantizeLinear" in int8 or "DynamicQuantizeMatMul" in int8
+    assert any(op in int8 for op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention"))
+    assert int8.count("MatMul") < fp32.count("MatMul")
+
+
+def test_runtimes_agree_on_labels(tiny_e5_run, e5_export):
+    out, _ = e5_export
+    ref = runtimes.load(tiny_e5_run).logits(TEXTS)
+    for path, atol in [(out / "onnx" / "model_optimized.onnx", 1e-4),
+                       (out / "openvino" / "model.xml", 1e-3),
+                       (out / "onnx" / "model_quantized.onnx", 0.1),
+                       (out / "openvino" / "model_int8.xml", 0.1)]:
+        rt = runtimes.load(path)
+        got = rt.logits(TEXTS)
+        assert np.abs(got - ref).max() <= atol, path
+        assert rt.labels == runtimes.load(tiny_e5_run).labels
+
+
+def test_bert_export_keeps_token_type_ids(tiny_bert_run, tmp_path):
+    result = export.run(export.ExportConfig(model=str(tiny_bert_run), out_dir=str(tmp_path),
+                                            openvino=False))
+    assert onnx_inputs(tmp_path / "onnx" / "model.onnx") == ["input_ids", "attention_mask",
+                                                             "token_type_ids"]
+    art = {a.name: a for a in result.artifacts}
+    assert art["onnx_fp32"].metrics["max_abs_diff"] <= 1e-4
+    assert (tmp_path / "onnx" / "model_quantized.onnx").is_file()
+
+
+def test_parity_gate_raises_typed_error(tiny_e5_run, tmp_path, monkeypatch):
+    original = export._export_onnx
+
+    def broken_export(model_dir, out, opset, max_length):
+        names = original(model_dir, out, opset, max_length)
+        model = onnx.load(str(out))
+        for init in model.graph.initializer:  # nudge the classifier's output bias
+            if "out_proj.bias" in init.name or init.name.endswith("classifier.bias"):
+                arr = onnx.numpy_helper.to_array(init) + 0.01
+                init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+                break
+        else:
+            raise AssertionError("no classifier bias in the graph")
+        onnx.save(model, str(out))
+        return names
+
+    monkeypatch.setattr(export, "_export_onnx", broken_export)
+    with pytest.raises(ParityError) as err:
+        export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path),
+                                       openvino=False))
+    assert err.value.max_abs_diff > 1e-4 and "exceeds" in str(err.value)
