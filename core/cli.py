@@ -15,7 +15,7 @@ from core.errors import StudioError
 from core.progress import job_event_log
 
 # Modules that add subcommands; each keeps heavy imports inside its handlers.
-COMMAND_MODULES = ["core.data_cli", "core.export_cli", "core.selftest_cli"]
+COMMAND_MODULES = ["core.data_cli", "core.generate.cli", "core.export_cli", "core.selftest_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -317,15 +317,9 @@ def splits_zip(split: Split, name: str = "dataset") -> bytes:
     return buf.getvalue()
 
 
-_NAME = re.compile(r"^[\w\-. ]{1,80}$")
-
-
 def save_dataset(name: str, records: list[Record]) -> Path:
     """Save records as ``workspace/datasets/<name>.jsonl`` atomically (temp file, then rename)."""
-    name = name.strip().removesuffix(".jsonl")
-    if not _NAME.match(name) or name.startswith("."):
-        raise ConfigError(f"dataset name {name!r} is not allowed: use letters, digits, '-', '_', "
-                          "'.' or spaces (at most 80 characters)")
+    name = paths.check_name(name.strip().removesuffix(".jsonl"), "dataset name")
     if not records:
         raise ConfigError("there are no valid records to save")
     return paths.atomic_write_text(paths.datasets_dir() / f"{name}.jsonl", to_jsonl(records))

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEED_PATH = REPO_ROOT / "data" / "seed" / "seed.jsonl"
 WORKSPACE_ENV = "STUDIO_WORKSPACE"
+
+
+_NAME = re.compile(r"^[\w\-. ]{1,80}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A workspace file or folder name: letters, digits, '-', '_', '.', spaces; no paths."""
+    from core.errors import ConfigError
+
+    name = name.strip()
+    if not _NAME.match(name) or name.startswith("."):
+        raise ConfigError(f"{what} {name!r} is not allowed: use letters, digits, '-', '_', '.' "
+                          "or spaces (at most 80 characters, not starting with '.')")
+    return name
 
 
 def workspace() -> Path:

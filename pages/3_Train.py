@@ -34,18 +34,18 @@ max_length = c7.number_input("Max tokens", 8, 512, defaults.max_length)
 seed = c8.number_input("Seed", 0, 2**31 - 1, defaults.seed)
 name = c9.text_input("Run name", "default" if base == BUNDLED_DEFAULT else "run-1")
 
-key = f"train:{name}"
-running = jobs.find(key)
+key = f"train:{name.strip()}"
 if st.button("Start training", type="primary", disabled=not base or not name.strip()):
-    argv = ["train", "--data", str(datasets[dataset]), "--base", base, "--freeze-below",
-            str(freeze), "--epochs", str(epochs), "--lr", str(lr), "--batch-size", str(batch),
-            "--max-length", str(max_length), "--seed", str(seed),
-            "--out", str(paths.runs_dir() / name.strip())]
     try:
+        run_name = paths.check_name(name, "run name")
+        # Build the config here too, so a bad value is shown at once instead of in the job.
         TrainConfig(data=str(datasets[dataset]), base=base, freeze_below=int(freeze),
                     epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
-                    max_length=int(max_length))  # validate here so mistakes show at once
-        jobs.start(key, argv)
+                    max_length=int(max_length), seed=int(seed))
+        jobs.start(key, ["train", "--data", str(datasets[dataset]), "--base", base,
+                         "--freeze-below", str(freeze), "--epochs", str(epochs), "--lr", str(lr),
+                         "--batch-size", str(batch), "--max-length", str(max_length),
+                         "--seed", str(seed), "--out", str(paths.runs_dir() / run_name)])
     except Exception as exc:  # shown as a message, never a traceback
         show_error(exc)
 

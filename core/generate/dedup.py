@@ -1,12 +1,12 @@
 """Validation and deduplication of generated examples.
 
 Exact duplicates compare after NFKC + casefold + whitespace collapse. Near-duplicates compare by the
-Jaccard similarity of character n-gram sets. Comparing every pair is O(n^2); instead we use *prefix
-filtering* from set-similarity joins (Chaudhuri et al., "A Primitive Operator for Similarity Joins",
-ICDE 2006; Bayardo et al., "Scaling Up All Pairs Similarity Search", WWW 2007): order every gram set
-by one global order; two sets with Jaccard >= t must share a gram among the first
-``|x| - ceil(t * |x|) + 1`` grams of each. So only those prefix grams are indexed and probed, and
-only the few candidates found are compared exactly. The result is exact, not approximate.
+Jaccard similarity of character n-gram sets. Comparing every pair is O(n^2); instead an inverted
+index (n-gram -> texts) finds candidates with the *prefix-filter* argument of set-similarity joins
+(Chaudhuri et al., ICDE 2006; Bayardo et al., WWW 2007): if J(A, B) >= t then |A & B| >= t|A|, so any
+``|A| - ceil(t|A|) + 1`` grams of A include one gram of B. We probe with the rarest grams of A (the
+shortest posting lists), and compare exactly only the few texts found. The result is exact, not
+approximate; common Korean endings ("했어", "어요") never need to be probed.
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ class Deduper:
     def __len__(self) -> int:
         return len(self._exact)
 
-    def _prefix(self, grams: frozenset[int]) -> list[int]:
-        # The global order is the hash order; any fixed order keeps the filter exact.
-        size = len(grams) - math.ceil(self.threshold * len(grams)) + 1
-        return sorted(grams)[:max(size, 1)]
+    def _probe(self, grams: frozenset[int]) -> list[int]:
+        """The rarest ``|A| - ceil(t|A|) + 1`` grams: every near-duplicate shares one of them."""
+        size = max(len(grams) - math.ceil(self.threshold * len(grams)) + 1, 1)
+        return sorted(grams, key=lambda g: len(self._index.get(g, ())))[:size]
 
     def find(self, text: str) -> str | None:
         """"duplicate", "near_duplicate" or None, without adding the text."""
@@ -119,7 +119,7 @@ class Deduper:
         if not grams:
             return None
         seen: set[int] = set()
-        for g in self._prefix(grams):
+        for g in self._probe(grams):
             for idx in self._index.get(g, ()):
                 if idx in seen:
                     continue
@@ -142,7 +142,7 @@ class Deduper:
             grams = _gram_set(text, self.n)
             idx = len(self._sets)
             self._sets.append(grams)
-            for g in self._prefix(grams) if grams else ():
+            for g in grams:  # all grams are indexed; only queries are cut to the rare ones
                 self._index.setdefault(g, []).append(idx)
         return reason
 
