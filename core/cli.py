@@ -15,7 +15,8 @@ from core.errors import StudioError
 from core.progress import job_event_log
 
 # Modules that add subcommands; each keeps heavy imports inside its handlers.
-COMMAND_MODULES = ["core.data_cli", "core.generate.cli", "core.export_cli", "core.selftest_cli"]
+COMMAND_MODULES = ["core.data_cli", "core.generate.cli", "core.train_cli", "core.export_cli",
+                   "core.web_export_cli", "core.bench_cli", "core.selftest_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,6 +171,16 @@ def _openvino(onnx_path: Path, out_dir: Path, calib: list[str], runtime) -> tupl
     return fp32, int8
 
 
+def _copy_model_metadata(model_dir: Path, out: Path) -> None:
+    """config.json and tokenizer files beside onnx/ make an export folder self-contained
+    (the transformers.js layout), so runtimes find the labels and tokenizer there."""
+    import shutil
+
+    for f in model_dir.iterdir():
+        if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt"):
+            shutil.copy2(f, out / f.name)
+
+
 def _mb(path: Path) -> float:
     size = path.stat().st_size
     if path.suffix == ".xml":
@@ -206,6 +216,8 @@ def run(config: ExportConfig, on_progress: ProgressFn | None = None) -> ExportRe
     run_dir = model_dir.parent if model_dir.name == "model" else model_dir
     out = Path(config.out_dir) if config.out_dir else run_dir
     (out / "onnx").mkdir(parents=True, exist_ok=True)
+    if out.resolve() != run_dir.resolve():
+        _copy_model_metadata(model_dir, out)
 
     emit({"done": next(step), "total": total, "message": "PyTorch reference logits"})
     torch_rt = load(model_dir, max_length=config.max_length)

@@ -31,9 +31,12 @@ class OpenVinoRuntime(Runtime):
         model = core.read_model(str(self.path))
         self.compiled = core.compile_model(model, "CPU", config)
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        actual = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         base = precision or ("int8" if "int8" in self.path.name else "fp32")
-        self.precision = base if hint or base == "int8" else f"{base} (runs {actual})"
+        if not hint and base != "int8":  # report what the device chose, e.g. bf16
+            actual = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            base = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}.get(
+                getattr(actual, "to_string", lambda: str(actual))(), base)
+        self.precision = base
         self._request = self.compiled.create_infer_request()
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""What the benchmark feeds the runtimes: the labeled set and real sentences of chosen lengths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ConfigError
+
+
+def _labels(model_dir: Path) -> list[str]:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def eval_set(run_dir: Path, model_dir: Path, data: str | None, limit: int | None):
+    """(texts, gold label ids, labels, source): the labeled sentences accuracy is measured on.
+
+    ``data`` given: that whole file. Otherwise the run's own test split, rebuilt from the dataset,
+    fractions and seed in ``metrics.json`` (the seed set with the default split when the run has
+    none); validation split if the test split is empty. ``limit`` keeps an evenly spaced subset,
+    so every label (the split is grouped by label) stays represented.
+    """
+    from core import data as datasets
+
+    labels = _labels(model_dir)
+    saved = {}
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        saved = json.loads(metrics.read_text(encoding="utf-8")).get("config", {})
+    name = data or saved.get("data")
+    records = datasets.load_dataset(name)
+    split_name = "all"
+    if not data:
+        split = datasets.split_records(records, saved.get("val_frac", 0.15),
+                                       saved.get("test_frac", 0.15), saved.get("seed", 13))
+        split_name, records = ("test", split.test) if split.test else ("val", split.val)
+    records = [r for r in records if r.label in labels]
+    if not records:
+        raise ConfigError(f"bench: no labeled sentences with the model's labels ({labels}) in "
+                          f"{name or 'the seed set'}; pass --data with a labeled JSONL file")
+    if limit and len(records) > limit:
+        keep = np.unique(np.linspace(0, len(records) - 1, limit).round().astype(int))
+        records = [records[i] for i in keep]
+    source = {"dataset": str(name or "seed"), "split": split_name,
+              "from_metrics": metrics.is_file()}
+    gold = np.array([labels.index(r.label) for r in records])
+    return [r.text for r in records], gold, labels, source
+
+
+def token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
+    """Tokens per text as the runtimes see them (special tokens included, truncated)."""
+    from core.runtimes.base import Runtime
+
+    tok = Runtime(model_dir)
+    ids = tok.tokenizer(list(texts), truncation=True, max_length=tok.max_length)["input_ids"]
+    return [len(x) for x in ids]
+
+
+def pick_cases(model_dir: Path, texts: list[str]) -> tuple[dict, list[int]]:
+    """Short (10th percentile of token length), typical (median) and long (the longest) real
+    sentences, with their token lengths; also every text's length."""
+    lengths = token_lengths(model_dir, texts)
+    order = np.argsort(lengths, kind="stable")
+    picks = {"short": order[int(0.1 * (len(order) - 1))], "typical": order[(len(order) - 1) // 2],
+             "long": order[-1]}
+    cases = {name: {"text": texts[i], "tokens": int(lengths[i])} for name, i in picks.items()}
+    return cases, lengths
+
+
+def pick_batches(texts: list[str], lengths: list[int], sizes) -> dict[int, list[str]]:
+    """For each batch size, the real sentences closest to the median length (repeated when the
+    set is smaller than the batch), so throughput is measured at a typical padded length."""
+    median = float(np.median(lengths))
+    order = sorted(range(len(texts)), key=lambda i: (abs(lengths[i] - median), i))
+    return {bs: [texts[order[j % len(order)]] for j in range(bs)] for bs in sizes}

@@ -1,0 +1,431 @@
+"""Fine-tune an encoder for emotion classification with its lower layers frozen.
+
+One loop on Hugging Face Accelerate, so the same code runs on CPU, one GPU or several GPUs:
+``accelerate launch -m core train ...`` (e.g. ``accelerate launch --multi_gpu --num_processes 2
+-m core train --base klue/bert-base``). Freezing below K keeps the embeddings and encoder layers
+0..K-1 fixed; they run in eval mode, so their output for an example never changes and is computed
+once and cached (frozen-prefix caching): later epochs only run the upper layers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core import paths
+from core.errors import ConfigError
+from core.models.registry import BUNDLED_DEFAULT
+from core.predict import classification_metrics  # noqa: F401  (re-exported: train's evaluation)
+from core.progress import ProgressFn
+
+log = logging.getLogger(__name__)
+
+# Provisional: chosen by measurement on the seed set's validation split (numbers below).
+DEFAULT_FREEZE_BELOW = 4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str | None = None  # dataset file or saved dataset name; None = the shipped seed set
+    base: str = BUNDLED_DEFAULT  # bundled name, Hugging Face hub id or local model folder
+    out_dir: str | None = None  # run folder; None = workspace/runs/default
+    freeze_below: int = DEFAULT_FREEZE_BELOW  # freeze embeddings + encoder layers below K (0 = none)
+    epochs: int = 8  # maximum epochs (early stopping may end sooner)
+    learning_rate: float = 1e-4  # AdamW peak learning rate
+    batch_size: int = 16  # training examples per step (per process)
+    max_length: int = 64  # tokens per text, truncated; the seed texts are 1-58 characters
+    warmup_ratio: float = 0.1  # share of steps with a linearly rising learning rate
+    weight_decay: float = 0.01  # AdamW decay (not applied to biases and LayerNorm)
+    max_grad_norm: float = 1.0  # gradient clipping
+    seed: int = 13  # same seed, same data -> same result on CPU
+    patience: int = 3  # stop after this many epochs without a better val macro-F1 (0 = never)
+    cache_frozen: bool = True  # cache the frozen prefix's hidden states (same result, faster)
+    val_frac: float = 0.15  # stratified validation share (early stopping, model choice)
+    test_frac: float = 0.15  # stratified test share (reported once, for the best epoch)
+    labels: tuple[str, ...] | None = None  # label order; None = default order of labels present
+    eval_batch_size: int = 64  # batch size for validation/test
+    log_every: int = 10  # progress event every N steps
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
+
+    def __post_init__(self):
+        checks = [
+            (self.freeze_below >= 0, "freeze_below must be >= 0 (0 trains every layer)"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1), e.g. 5e-5"),
+            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
+            (8 <= self.max_length <= 512, "max_length must be between 8 and 512 tokens"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1), e.g. 0.1"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0, e.g. 1.0"),
+            (self.patience >= 0, "patience must be >= 0 (0 disables early stopping)"),
+            (0 < self.val_frac < 1, "val_frac must be in (0, 1): early stopping needs validation"),
+            (0 <= self.test_frac < 1 and self.val_frac + self.test_frac < 1,
+             "test_frac must be in [0, 1) and val_frac + test_frac < 1"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.num_threads >= 0, "num_threads must be >= 0 (0 = torch's default)"),
+            (bool(str(self.base).strip()), f"base must name a model, e.g. {BUNDLED_DEFAULT}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"train: {message}")
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else paths.runs_dir() / "default"
+
+
+@dataclass
+class TrainResult:
+    run_dir: str  # the run folder (metrics.json lives here)
+    model_dir: str  # the saved Hugging Face model folder (run_dir/model)
+    labels: list[str]
+    base: str
+    freeze_below: int
+    num_layers: int
+    trainable_params: int
+    total_params: int
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    val: dict  # metrics of the best epoch on the validation split
+    test: dict | None  # metrics of the best epoch on the test split (None if test_frac = 0)
+    train_seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val metrics, seconds
+    split_sizes: dict = field(default_factory=dict)
+
+
+def _label_order(records, wanted: tuple[str, ...] | None) -> list[str]:
+    from core.labels import DEFAULT_LABEL_NAMES
+
+    present = {r.label for r in records}
+    if wanted:
+        unknown = sorted(present - set(wanted))
+        if unknown:
+            raise ConfigError(f"train: the dataset uses labels {unknown} that are not in --labels "
+                              f"{list(wanted)}; add them or drop those records")
+        return list(wanted)
+    if len(present) < 2:
+        raise ConfigError(f"train: the dataset has only the label(s) {sorted(present)}; "
+                          "a classifier needs at least two")
+    ordered = [name for name in DEFAULT_LABEL_NAMES if name in present]
+    return ordered + sorted(present - set(DEFAULT_LABEL_NAMES))
+
+
+def _encode(tokenizer, records, label_ids: dict[str, int], max_length: int) -> list[dict]:
+    enc = tokenizer([r.text for r in records], truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    return [{"idx": i, "labels": label_ids[r.label], **{k: enc[k][i] for k in keys}}
+            for i, r in enumerate(records)]
+
+
+def _collate(pad_id: int):
+    import torch
+
+    def collate(examples: list[dict]) -> dict:
+        width = max(len(e["input_ids"]) for e in examples)
+        batch = {"idx": torch.tensor([e["idx"] for e in examples]),
+                 "labels": torch.tensor([e["labels"] for e in examples])}
+        for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            if key in examples[0]:  # right padding, as the tokenizers here pad
+                batch[key] = torch.tensor([e[key] + [fill] * (width - len(e[key])) for e in examples])
+        return batch
+
+    return collate
+
+
+def _loader(examples, batch_size: int, pad_id: int, shuffle: bool, seed: int):
+    import torch
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=_collate(pad_id))
+
+
+class FrozenPrefix:
+    """Embeddings + encoder layers below ``k``, moved out of the model and run in eval mode.
+
+    The model keeps a pass-through in place of its embeddings and only layers k..N-1, and is called
+    with ``inputs_embeds`` = the prefix's output; every head (BERT pooler, RoBERTa head) works
+    unchanged. The prefix is a shallow copy of the base model (no weights duplicated) whose
+    encoder holds layers 0..k-1. Works for BERT-style encoders (``embeddings`` + ``encoder.layer``).
+    """
+
+    def __init__(self, model, k: int):
+        import copy
+
+        from torch import nn
+
+        self.model, self.k, self.module = model, int(k), None
+        base = model.base_model
+        layers = getattr(getattr(base, "encoder", None), "layer", None)
+        bert_like = hasattr(base, "embeddings") and isinstance(layers, nn.ModuleList)
+        self.num_layers = len(layers) if bert_like else int(getattr(model.config, "num_hidden_layers", 0))
+        if self.k > self.num_layers:
+            raise ConfigError(f"train: freeze_below {self.k} is more than the model's "
+                              f"{self.num_layers} layers; choose 0..{self.num_layers}")
+        if self.k and not bert_like:
+            raise ConfigError(f"train: freezing needs a BERT-style encoder (embeddings + "
+                              f"encoder.layer); {type(model).__name__} is not: use freeze_below 0")
+        self.total = sum(p.numel() for p in model.parameters())
+        if self.k:
+            self._saved = (base.embeddings, layers, getattr(base, "embeddings_project", None))
+            frozen = [base.embeddings, *layers[: self.k]] + [m for m in self._saved[2:] if m]
+            for module in frozen:
+                module.requires_grad_(False)
+            prefix = copy.copy(base)  # new module dict, shared submodules (no weight copies)
+            prefix._modules = dict(base._modules)
+            prefix.encoder = copy.copy(base.encoder)
+            prefix.encoder._modules = {"layer": nn.ModuleList(layers[: self.k])}
+            if getattr(prefix, "pooler", None) is not None:
+                prefix.pooler = None  # its output is unused here
+            self.module = prefix.eval()
+            base.embeddings = _passthrough()
+            if self._saved[2] is not None:  # ELECTRA projects embeddings; the prefix did it
+                base.embeddings_project = nn.Identity()
+            base.encoder.layer = nn.ModuleList(layers[self.k:])
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def __call__(self, batch: dict):
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        return self.module(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
+
+    def restore(self) -> None:
+        """Put the frozen modules back so the saved model is the whole, ordinary HF model."""
+        if self.module is None:
+            return
+        base = self.model.base_model
+        base.embeddings, base.encoder.layer = self._saved[0], self._saved[1]
+        if self._saved[2] is not None:
+            base.embeddings_project = self._saved[2]
+        self.module = None
+
+
+def _passthrough():
+    from torch import nn
+
+    class PrefixOutput(nn.Module):
+        """Stands in for the embeddings: the hidden states arrive as ``inputs_embeds``."""
+
+        def forward(self, inputs_embeds=None, **_):
+            return inputs_embeds
+
+    return PrefixOutput()
+
+
+class Trainer:
+    """The Accelerate loop: AdamW, linear warm-up/decay, clipping, early stopping, best epoch."""
+
+    def __init__(self, accelerator, model, prefix: FrozenPrefix, loaders: dict,
+                 config: TrainConfig, labels: list[str], emit: ProgressFn):
+        self.acc, self.prefix, self.config, self.labels, self.emit = (
+            accelerator, prefix, config, labels, emit)
+        self.model, self.loaders = model, loaders
+        # one cache per split: example index -> hidden states of its real tokens [len, hidden]
+        self.cache = {part: {} for part in loaders} if config.cache_frozen else None
+
+    def _hidden(self, batch: dict, part: str):
+        """The frozen prefix's output for a batch: from the cache, or computed (and cached)."""
+        import torch
+
+        if self.prefix.module is None:
+            return None
+        cache = self.cache[part] if self.cache is not None else None
+        idx = batch["idx"].tolist()
+        if cache is not None and all(i in cache for i in idx):
+            rows = [cache[i] for i in idx]
+            out = rows[0].new_zeros(len(rows), batch["input_ids"].shape[1], rows[0].shape[-1])
+            for j, row in enumerate(rows):  # padded positions stay 0: the attention mask hides them
+                out[j, : row.shape[0]] = row
+            return out
+        with torch.no_grad():
+            hidden = self.prefix(batch)
+        if cache is not None:
+            for j, (i, n) in enumerate(zip(idx, batch["attention_mask"].sum(1).tolist())):
+                cache[i] = hidden[j, :n].clone()
+        return hidden
+
+    def _forward(self, batch: dict, part: str):
+        hidden = self._hidden(batch, part)
+        if hidden is None:
+            keys = ("input_ids", "attention_mask", "token_type_ids")
+            inputs = {k: batch[k] for k in keys if k in batch}
+        else:
+            inputs = {"inputs_embeds": hidden, "attention_mask": batch["attention_mask"]}
+        return self.model(**inputs, labels=batch["labels"])
+
+    def evaluate(self, part: str) -> dict:
+        import torch
+
+        self.model.eval()
+        golds, preds, loss_sum, count = [], [], 0.0, 0
+        with torch.no_grad():
+            for batch in self.loaders[part]:
+                out = self._forward(batch, part)
+                pred, gold = self.acc.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
+                preds += pred.tolist()
+                golds += gold.tolist()
+                loss_sum += float(out.loss) * len(batch["labels"])
+                count += len(batch["labels"])
+        metrics = classification_metrics(golds, preds, self.labels)
+        metrics["loss"] = loss_sum / max(count, 1)
+        return metrics
+
+    def _setup(self) -> None:
+        """AdamW (no decay on biases/LayerNorm), accelerate.prepare, linear warm-up/decay."""
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg, acc = self.config, self.acc
+        self.named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa
+        groups = [{"params": [p for n, p in self.named if not no_decay(n)],
+                   "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in self.named if no_decay(n)], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+        self.model, self.optimizer, *dls = acc.prepare(self.model, optimizer, *self.loaders.values())
+        self.loaders = dict(zip(self.loaders, dls))
+        if self.prefix.module is not None:
+            self.prefix.module.to(acc.device)
+        self.total = cfg.epochs * len(self.loaders["train"])
+        # Not passed to prepare(): steps are counted on this process's own shard of the data.
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg.warmup_ratio * self.total), self.total)
+        self.step = 0
+
+    def _train_epoch(self, epoch: int) -> float:
+        """One pass over the training data; returns the mean training loss."""
+        cfg, params = self.config, [p for _, p in self.named]
+        self.model.train()
+        seen, loss_sum, window = 0, 0.0, (time.perf_counter(), 0)
+        for batch in self.loaders["train"]:
+            loss = self._forward(batch, "train").loss
+            self.acc.backward(loss)
+            self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+            value = float(loss.detach())
+            self.step, seen = self.step + 1, seen + len(batch["labels"])
+            loss_sum += value * len(batch["labels"])
+            if self.step % cfg.log_every == 0 or self.step == self.total:
+                now = time.perf_counter()
+                self.emit({"kind": "step", "done": self.step, "total": self.total, "epoch": epoch,
+                           "step": self.step, "loss": value, "lr": self.scheduler.get_last_lr()[0],
+                           "examples_per_s": (seen - window[1]) / max(now - window[0], 1e-9),
+                           "message": f"epoch {epoch}/{cfg.epochs} loss {value:.3f}"})
+                window = (now, seen)
+        return loss_sum / max(seen, 1)
+
+    def fit(self) -> dict:
+        """Train with early stopping on val macro-F1; ends with the best epoch's weights."""
+        import torch
+
+        cfg = self.config
+        self._setup()
+        history, best, best_state, bad, stopped = [], -1.0, None, 0, False
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            seconds = time.perf_counter() - t0
+            val = self.evaluate("val")
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
+                   "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                   "seconds": round(seconds, 3), "val": val}
+            history.append(row)
+            self.emit({"kind": "epoch", "done": self.step, "total": self.total,
+                       **{k: v for k, v in row.items() if k != "val"},
+                       "message": f"epoch {epoch}: val macro-F1 {val['macro_f1']:.3f}"})
+            if val["macro_f1"] > best:
+                best, bad = val["macro_f1"], 0
+                best_state = {n: p.detach().clone() for n, p in self.named}
+            else:
+                bad += 1
+                if cfg.patience and bad >= cfg.patience and epoch < cfg.epochs:
+                    stopped = True
+                    break
+        with torch.no_grad():  # back to the best epoch's weights
+            for n, p in self.named:
+                p.copy_(best_state[n])
+        best_row = max(history, key=lambda r: (r["val_macro_f1"], -r["epoch"]))
+        test = self.evaluate("test") if len(self.loaders["test"]) else None
+        return {"best_epoch": best_row["epoch"], "epochs_run": len(history), "stopped_early": stopped,
+                "val": best_row["val"], "test": test, "history": history,
+                "epoch_seconds": [r["seconds"] for r in history]}
+
+    def save(self, model_dir: Path, tokenizer) -> None:
+        import shutil
+
+        from core.models.registry import quiet_transformers
+
+        model = self.acc.unwrap_model(self.model)
+        self.prefix.restore()
+        shutil.rmtree(model_dir, ignore_errors=True)
+        with quiet_transformers():
+            model.save_pretrained(model_dir)
+        tokenizer.model_max_length = self.config.max_length  # predict/export truncate the same way
+        tokenizer.save_pretrained(model_dir)
+
+
+def run(config: TrainConfig, on_progress: ProgressFn | None = None) -> TrainResult:
+    """Train, keep the best epoch by validation macro-F1, save the model and metrics.json."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from core import data
+    from core.models.registry import load_for_classification
+
+    emit = on_progress or (lambda event: None)
+    if config.num_threads:
+        import torch
+
+        torch.set_num_threads(config.num_threads)
+    started = time.perf_counter()
+    records = data.load_dataset(config.data)
+    labels = _label_order(records, config.labels)
+    split = data.split_records(records, config.val_frac, config.test_frac, config.seed)
+    if not split.val or not split.train:
+        raise ConfigError(f"train: {len(records)} records give split {split.sizes()}; "
+                          "the validation and training splits both need records (add data)")
+    accelerator = Accelerator()
+    set_seed(config.seed)  # before loading: the new classifier head is randomly initialised
+    model, tokenizer, _ = load_for_classification(config.base, labels, on_progress=emit)
+    prefix = FrozenPrefix(model, config.freeze_below)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc = {part: _encode(tokenizer, getattr(split, part), label_ids, config.max_length)
+           for part in ("train", "val", "test")}
+    loaders = {"train": _loader(enc["train"], config.batch_size, pad_id, True, config.seed),
+               "val": _loader(enc["val"], config.eval_batch_size, pad_id, False, config.seed),
+               "test": _loader(enc["test"], config.eval_batch_size, pad_id, False, config.seed)}
+    emit({"kind": "setup", "message": f"freeze below {prefix.k} of {prefix.num_layers} layers",
+          "trainable_params": prefix.trainable, "total_params": prefix.total,
+          "freeze_below": prefix.k, "num_layers": prefix.num_layers, "labels": labels,
+          "split": split.sizes()})
+    trainer = Trainer(accelerator, model, prefix, loaders, config, labels, emit)
+    outcome = trainer.fit()
+    run_dir, model_dir = config.run_dir(), config.run_dir() / "model"
+    if accelerator.is_main_process:
+        trainer.save(model_dir, tokenizer)
+    result = TrainResult(
+        run_dir=str(run_dir), model_dir=str(model_dir), labels=labels, base=str(config.base),
+        freeze_below=prefix.k, num_layers=prefix.num_layers, trainable_params=prefix.trainable,
+        total_params=prefix.total, train_seconds=round(time.perf_counter() - started, 2),
+        split_sizes=split.sizes(), **outcome)
+    if accelerator.is_main_process:
+        metrics = {**asdict(result), "config": asdict(config)}
+        paths.atomic_write_text(run_dir / "metrics.json",
+                                json.dumps(metrics, ensure_ascii=False, indent=2))
+    accelerator.wait_for_everyone()
+    return result
+
+
+def ensure_default_run(on_progress: ProgressFn | None = None) -> Path:
+    """The default run's folder, trained first if it is missing (README's first launch)."""
+    config = TrainConfig()
+    if not (config.run_dir() / "metrics.json").is_file():
+        run(config, on_progress)
+    return config.run_dir()
