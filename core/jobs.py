@@ -135,9 +135,16 @@ def _lock():
 
 
 def list_jobs(key: str | None = None) -> list[Job]:
-    """Jobs, oldest first (ids start with a timestamp), optionally only those with ``key``."""
-    jobs = [Job(d) for d in sorted(paths.jobs_dir().iterdir()) if (d / "job.json").exists()]
-    return [j for j in jobs if key is None or j.key == key]
+    """Jobs, oldest first, optionally only those with ``key``."""
+    infos = []
+    for folder in paths.jobs_dir().iterdir():
+        try:
+            info = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a job folder, or one being created
+        if key is None or info.get("key") == key:
+            infos.append((info.get("started", 0.0), folder.name, folder))
+    return [Job(folder) for _, _, folder in sorted(infos)]
 
 
 def find(key: str) -> Job | None:
@@ -156,7 +163,7 @@ def start(key: str, argv: list[str], env: dict[str, str] | None = None) -> Job:
         current = find(key)
         if current is not None and not current.status().finished:
             return current
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"{time.time() % 1:.3f}"[1:]
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in key)[:40]
         job_dir = paths.jobs_dir() / f"{stamp}-{secrets.token_hex(3)}-{safe}"
         job_dir.mkdir(parents=True)
