@@ -90,7 +90,8 @@ def logits(clf: Classifier, texts: list[str], batch_size: int = 32):
     return np.concatenate(out) if out else np.zeros((0, len(clf.labels)), np.float32)
 
 
-def predict(model: Classifier | str | Path, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+def predict(model: Classifier | str | Path, texts: list[str],
+            batch_size: int = 32) -> list[Prediction]:
     """Label and per-label probabilities for each text (``model`` = Classifier or run folder)."""
     clf = model if isinstance(model, Classifier) else load(model)
     probs = softmax(logits(clf, list(texts), batch_size))

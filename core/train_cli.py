@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         "train", help="fine-tune a classifier (default: e5-small-ko on the seed set)",
         description="Fine-tune an encoder with its lower layers frozen. With no arguments trains "
                     f"{BUNDLED_DEFAULT} on the seed set into workspace/runs/default.")
-    train.add_argument("--data", help="dataset JSONL path or saved dataset name (default: seed set)")
+    train.add_argument("--data", help="dataset JSONL path or saved dataset name (default: seed)")
     train.add_argument("--base", default=BUNDLED_DEFAULT,
                        help="bundled name, Hugging Face id (e.g. klue/bert-base) or model folder")
     train.add_argument("--freeze-below", type=int, default=None, metavar="K",

