@@ -1,102 +1,28 @@
-"""PyTorch predictions from a trained run: texts -> labels and probabilities.
+"""Predictions with any runtime (run folder, .onnx or OpenVINO .xml), and the evaluation metrics.
 
-Kept deliberately small (tokenize -> logits -> softmax) so the ONNX Runtime, OpenVINO and browser
-runtimes can mirror it step by step: truncate to the tokenizer's ``model_max_length`` (training
-writes its max_length there), feed only the inputs the tokenizer produces, softmax over
-``config.id2label`` order.
+All model loading and tokenization lives in core/runtimes, so PyTorch, ONNX Runtime, OpenVINO and
+the browser follow the same steps: truncate to the tokenizer's ``model_max_length`` (training writes
+its max_length there), feed only the inputs the model takes, softmax in ``config.id2label`` order.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from core.errors import DatasetError, ModelError
+from core.errors import DatasetError
+from core.runtimes import Prediction, Runtime, load
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    label: str  # the most probable label
-    probs: dict[str, float]  # every label's probability, in id2label order
+__all__ = ["Prediction", "classification_metrics", "predict", "predict_jsonl"]
 
 
-@dataclass
-class Classifier:
-    model: object  # a transformers *ForSequenceClassification in eval mode
-    tokenizer: object
-    labels: list[str]  # id order
-    max_length: int
-    path: Path  # the model folder it was loaded from
+def _runtime(model: Runtime | str | Path) -> Runtime:
+    return model if isinstance(model, Runtime) else load(model)
 
 
-def model_dir(path: str | Path) -> Path:
-    """The HF model folder of a run folder (``run/model``) or of a model folder given directly."""
-    path = Path(path)
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ModelError(f"{path} is not a run folder or model folder (no config.json in it or in "
-                     f"{path / 'model'}); train one first with `python -m core train`")
-
-
-def load(path: str | Path) -> Classifier:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from core.models.registry import quiet_transformers
-
-    folder = model_dir(path)
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load the model in {folder}: {exc}") from exc
-    id2label = model.config.id2label
-    labels = [id2label[i] for i in range(len(id2label))]
-    max_length = int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
-    return Classifier(model, tokenizer, labels, max_length, folder)
-
-
-def encode(tokenizer, texts: list[str], max_length: int) -> dict:
-    """Token ids as numpy arrays, padded to the longest text: the inputs every runtime takes."""
-    return dict(tokenizer(list(texts), truncation=True, max_length=max_length, padding=True,
-                          return_tensors="np"))
-
-
-def softmax(logits):
-    import numpy as np
-
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def logits(clf: Classifier, texts: list[str], batch_size: int = 32):
-    """Raw logits [len(texts), num_labels] as float32 numpy."""
-    import numpy as np
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            enc = encode(clf.tokenizer, texts[start: start + batch_size], clf.max_length)
-            feed = {k: torch.from_numpy(v) for k, v in enc.items()}
-            out.append(clf.model(**feed).logits.float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(clf.labels)), np.float32)
-
-
-def predict(model: Classifier | str | Path, texts: list[str],
-            batch_size: int = 32) -> list[Prediction]:
-    """Label and per-label probabilities for each text (``model`` = Classifier or run folder)."""
-    clf = model if isinstance(model, Classifier) else load(model)
-    probs = softmax(logits(clf, list(texts), batch_size))
-    return [Prediction(clf.labels[int(row.argmax())],
-                       {label: float(p) for label, p in zip(clf.labels, row)}) for row in probs]
+def predict(model: Runtime | str | Path, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+    """Label and per-label probabilities for each text (``model``: a runtime or a model path)."""
+    return _runtime(model).predict(list(texts), batch_size)
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict:
@@ -117,14 +43,7 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
     }
 
 
-def predict_jsonl(model: Classifier | str | Path, input_path: str | Path, output_path: str | Path,
-                  batch_size: int = 32, predict_fn: Callable | None = None) -> int:
-    """Each output line is the input line's object plus ``pred`` and ``probs``; returns the count.
-
-    ``predict_fn(texts, batch_size)`` replaces the PyTorch model (e.g. an ONNX runtime's predict).
-    """
-    from core import paths
-
+def _read_rows(input_path: str | Path) -> list[dict]:
     rows = []
     with open(input_path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -138,8 +57,16 @@ def predict_jsonl(model: Classifier | str | Path, input_path: str | Path, output
                 raise DatasetError('needs an object with a "text" string', line=number,
                                    path=str(input_path))
             rows.append(obj)
-    texts = [r["text"] for r in rows]
-    preds = predict_fn(texts, batch_size) if predict_fn else predict(model, texts, batch_size)
+    return rows
+
+
+def predict_jsonl(model: Runtime | str | Path, input_path: str | Path, output_path: str | Path,
+                  batch_size: int = 32) -> int:
+    """Each output line is the input line's object plus ``pred`` and ``probs``; returns the count."""
+    from core import paths
+
+    rows = _read_rows(input_path)
+    preds = predict(model, [r["text"] for r in rows], batch_size)
     lines = [json.dumps({**row, "pred": p.label, "probs": p.probs}, ensure_ascii=False) + "\n"
              for row, p in zip(rows, preds)]
     paths.atomic_write_text(output_path, "".join(lines))

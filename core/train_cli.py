@@ -91,22 +91,9 @@ def _train(args) -> tuple[int, object]:
     return 0, {k: v for k, v in vars(result).items() if k != "history"}
 
 
-def _predict_fn(model: str):
-    """PyTorch for a run/model folder; the export stage's runtimes for .onnx and .xml files."""
-    from pathlib import Path
-
-    if Path(model).suffix in (".onnx", ".xml"):
-        from core import runtimes
-
-        return runtimes.load(model).predict
-    from core import predict
-
-    clf = predict.load(model)
-    return lambda texts, batch_size: predict.predict(clf, texts, batch_size)
-
-
 def _predict(args) -> tuple[int, object]:
     from core import predict
+    from core.runtimes import load
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -114,13 +101,12 @@ def _predict(args) -> tuple[int, object]:
         raise ConfigError("--input needs --output PATH for the JSONL with predictions")
     if args.output and not args.input:
         raise ConfigError("--output goes with --input; --text prints its predictions")
-    predict_fn = _predict_fn(args.model)
+    runtime = load(args.model)  # a run folder, an .onnx file or an OpenVINO .xml
     if args.input:
-        count = predict.predict_jsonl(args.model, args.input, args.output, args.batch_size,
-                                      predict_fn=predict_fn)
+        count = predict.predict_jsonl(runtime, args.input, args.output, args.batch_size)
         sys.stdout.write(f"wrote {count} predictions to {args.output}\n")
         return 0, {"output": args.output, "count": count}
-    preds = predict_fn(args.text, args.batch_size)
+    preds = predict.predict(runtime, args.text, args.batch_size)
     rows = [{"text": t, "pred": p.label, "probs": p.probs} for t, p in zip(args.text, preds)]
     for row in rows:  # one JSON object per line, like the --output file
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")

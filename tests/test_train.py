@@ -128,14 +128,15 @@ def test_cache_gives_the_same_training_and_seed_repeats(tiny_e5_dir, small_datas
 
 def test_tiny_bert_with_token_type_ids_trains(tiny_bert_dir, small_dataset, tmp_path):
     from core import predict
+    from core.runtimes import load
 
     result = run(_config(tiny_bert_dir, small_dataset, tmp_path, epochs=6, freeze_below=1))
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
-    clf = predict.load(tmp_path)
-    assert "token_type_ids" in predict.encode(clf.tokenizer, ["안녕"], clf.max_length)
-    assert clf.max_length == 48 and clf.labels == ["기쁨", "슬픔", "중립"]
-    assert predict.predict(clf, ["오늘 정말 행복해"])[0].label in clf.labels
+    rt = load(tmp_path)
+    assert "token_type_ids" in rt.encode(["안녕"])
+    assert rt.max_length == 48 and rt.labels == ["기쁨", "슬픔", "중립"]
+    assert predict.predict(rt, ["오늘 정말 행복해"])[0].label in rt.labels
 
 
 def test_freeze_below_more_than_layers(tiny_e5_dir, small_dataset, tmp_path):
@@ -208,24 +209,22 @@ def test_predict_cli_errors(e5_run, tmp_path):
     with pytest.raises(DatasetError, match="line 2"):
         _cli(["predict", "--model", str(run_dir), "--input", str(bad), "--output",
               str(tmp_path / "o.jsonl")])
-    with pytest.raises(ModelError, match="not a run folder"):
+    with pytest.raises(ModelError, match="no model folder"):
         _cli(["predict", "--model", str(tmp_path), "--text", "좋아"])
 
 
-def test_predict_cli_routes_onnx_files_to_the_runtimes(monkeypatch, tmp_path, capsys):
-    import core.runtimes
-    from core.predict import Prediction
+def test_predict_cli_same_labels_from_run_onnx_and_openvino(tiny_e5_run, tmp_path):
+    from core import export
 
-    seen = {}
-
-    class Stub:
-        def predict(self, texts, batch_size=32):
-            seen["texts"] = list(texts)
-            return [Prediction("중립", {"기쁨": 0.1, "중립": 0.9}) for _ in texts]
-
-    monkeypatch.setattr(core.runtimes, "load",
-                        lambda path: seen.setdefault("path", path) and Stub())
-    model = tmp_path / "onnx" / "model_quantized.onnx"
-    _, (code, result) = _cli(["predict", "--model", str(model), "--text", "회의는 3시", "--text", "네"])
-    assert code == 0 and seen == {"path": str(model), "texts": ["회의는 3시", "네"]}
-    assert [r["pred"] for r in result["predictions"]] == ["중립", "중립"]
+    export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path),
+                                   calibration_size=20, optimize=False))
+    texts = ["회의는 3시로 바뀌었어요", "헐 대박 합격했어!!", "왜 나만 빼고 다 만나"]
+    argv = [arg for t in texts for arg in ("--text", t)]
+    preds = {}
+    for model in (tiny_e5_run, tmp_path / "onnx" / "model.onnx",
+                  tmp_path / "openvino" / "model.xml"):
+        _, (code, result) = _cli(["predict", "--model", str(model), *argv])
+        assert code == 0
+        preds[model] = [(r["pred"], round(max(r["probs"].values()), 3))
+                        for r in result["predictions"]]
+    assert len(set(map(tuple, preds.values()))) == 1, preds
