@@ -47,6 +47,8 @@ RUNTIMES = {s.key: s for s in [
     RowSpec("ort-opt", "ONNX Runtime optimized", "fp32", "onnx/model_optimized.onnx",
             "onnxruntime"),
     RowSpec("ort-int8", "ONNX Runtime", "int8", "onnx/model_quantized.onnx", "onnxruntime"),
+    RowSpec("ort-int8-dynamic", "ONNX Runtime dynamic", "int8", "onnx/model_int8_dynamic.onnx",
+            "onnxruntime"),
     RowSpec("openvino", "OpenVINO", "fp32", "openvino/model.xml", "openvino", "cpu",
             (("hint", "f32"),)),
     RowSpec("openvino-bf16", "OpenVINO default hint", "bf16", "openvino/model.xml", "openvino",

@@ -40,5 +40,13 @@ class MissingAPIKey(StudioError):
         )
 
 
+class APIRequestError(StudioError):
+    """The LLM server refused in a way retrying cannot fix (bad key, unknown model, bad request)."""
+
+
+class WebExportError(StudioError):
+    """The browser bundle cannot be built (e.g. the npm packages are not installed)."""
+
+
 class JobError(StudioError):
     """A background job that cannot be started or read."""

@@ -24,6 +24,8 @@ from core.runtimes.base import model_inputs
 
 log = logging.getLogger(__name__)
 WARN_DROP = 1.0  # macro-F1 points: a larger drop than this is a warning shown in red
+MIN_AGREEMENT = 99.0  # % of validation labels INT8 must share with FP32
+INT8_METHODS = ("auto", "dynamic", "weight-only")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,10 @@ class ExportConfig:
     opset: int = 17  # ONNX opset (the reference workflow uses 17)
     optimize: bool = True  # run ONNX Runtime's transformer optimizer (attention fusion)
     per_channel: bool = False  # INT8: one scale per output channel instead of per tensor
-    reduce_range: bool = False  # INT8: 7-bit weights, for CPUs without VNNI
+    reduce_range: bool = False  # dynamic INT8: 7-bit weights, for CPUs without VNNI
+    int8_method: str = "auto"  # model_quantized.onnx: "auto" (dynamic if it passes the gates,
+    # else weight-only), "dynamic" or "weight-only"; both files are written and measured anyway
+    block_size: int = 64  # weight-only INT8: weights per scale
     openvino: bool = True  # also write OpenVINO IR FP32 and NNCF INT8
     calibration_size: int = 300  # training sentences for OpenVINO INT8 calibration
     data: str | None = None  # labeled set for the gates; None = the run's own validation split
@@ -47,11 +52,16 @@ class ExportConfig:
             raise ConfigError("export: calibration_size must be >= 1 (e.g. 300)")
         if not self.atol > 0:
             raise ConfigError("export: atol must be > 0, e.g. 1e-4")
+        if self.int8_method not in INT8_METHODS:
+            raise ConfigError(f"export: int8_method {self.int8_method!r} is not one of "
+                              f"{', '.join(INT8_METHODS)}")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ConfigError("export: block_size must be a power of two >= 16, e.g. 64")
 
 
 @dataclass
 class Artifact:
-    name: str  # e.g. "onnx_int8"
+    name: str  # e.g. "onnx_int8_dynamic"
     path: str
     size_mb: float
     seconds: float  # time to produce it
@@ -67,6 +77,7 @@ class ExportResult:
     fused_ops: dict  # fused operator counts of the optimized graph
     eval_size: int  # validation sentences the gates used
     warnings: list[str]
+    int8: dict  # which INT8 method became onnx/model_quantized.onnx, and why
 
 
 def _eval_records(config: ExportConfig, run_dir: Path, labels: list[str]):
@@ -141,18 +152,40 @@ def _optimize(src: Path, dst: Path, model_dir: Path) -> dict:
     return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
-def _quantize(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> None:
-    """Dynamic INT8 weights. quant_pre_process first: quantize_dynamic fails on fused graphs
-    without it; it runs in a temporary directory because a failed run leaves large temp files
-    in the current directory (both in the shared stack notes)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def _int8(config: ExportConfig, out: Path, fused: Path, unfused: Path, texts, gold, ref,
+          fp32: Artifact) -> tuple[list[Artifact], dict]:
+    """Both INT8 methods, measured; the chosen one is copied to onnx/model_quantized.onnx."""
+    import shutil
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(src), str(prepped), skip_optimization=True)
-        quantize_dynamic(str(prepped), str(dst), per_channel=per_channel,
-                         reduce_range=reduce_range, weight_type=QuantType.QInt8)
+    from core import quantize
+    from core.runtimes import load
+
+    arts = {}
+    for method, name, file, make in [
+        ("dynamic", "onnx_int8_dynamic", "model_int8_dynamic.onnx",
+         lambda dst: quantize.dynamic_int8(fused, dst, config.per_channel, config.reduce_range)),
+        ("weight-only", "onnx_int8_weightonly", "model_int8_weightonly.onnx",
+         lambda dst: quantize.weight_only_int8(unfused, dst, config.block_size)),
+    ]:
+        t0 = time.perf_counter()
+        path = out / "onnx" / file
+        make(path)
+        arts[method] = _gate(name, path, time.perf_counter() - t0,
+                             load(path, max_length=config.max_length, precision="int8"),
+                             texts, gold, ref)
+        _check_drop(arts[method], fp32)
+    method = config.int8_method
+    if method == "auto":  # the faster dynamic graph when it is accurate enough
+        ok = [m for m in ("dynamic", "weight-only") if not arts[m].warnings]
+        method = ok[0] if ok else max(arts, key=lambda m: arts[m].metrics["agreement"])
+    chosen = arts[method]
+    shutil.copyfile(chosen.path, out / "onnx" / "model_quantized.onnx")
+    other = arts["weight-only" if method == "dynamic" else "dynamic"]
+    reason = (f"{method} INT8 agrees with FP32 on {chosen.metrics['agreement']}% of validation "
+              f"sentences (ΔF1 {chosen.metrics['macro_f1_delta']:+.2f}); {other.name}: "
+              f"{other.metrics['agreement']}% (ΔF1 {other.metrics['macro_f1_delta']:+.2f})")
+    return list(arts.values()), {"method": method, "file": "onnx/model_quantized.onnx",
+                                 "reason": reason, "not_chosen": other.path}
 
 
 def _openvino(onnx_path: Path, out_dir: Path, calib: list[str], runtime) -> tuple[Path, Path]:
@@ -250,12 +283,9 @@ def run(config: ExportConfig, on_progress: ProgressFn | None = None) -> ExportRe
                                fp32_logits))
         src = opt_path
 
-    emit({"done": next(step), "total": total, "message": "INT8 dynamic quantization"})
-    t0 = time.perf_counter()
-    int8_path = out / "onnx" / "model_quantized.onnx"
-    _quantize(src, int8_path, config.per_channel, config.reduce_range)
-    artifacts.append(_gate("onnx_int8", int8_path, time.perf_counter() - t0,
-                           load(int8_path, max_length=config.max_length), texts, gold, fp32_logits))
+    emit({"done": next(step), "total": total, "message": "INT8 quantization (2 methods)"})
+    int8_arts, int8_choice = _int8(config, out, src, fp32_path, texts, gold, fp32_logits, fp32)
+    artifacts += int8_arts
 
     if config.openvino:
         emit({"done": next(step), "total": total, "message": "OpenVINO IR + NNCF INT8"})
@@ -267,14 +297,18 @@ def run(config: ExportConfig, on_progress: ProgressFn | None = None) -> ExportRe
         artifacts.append(_gate("openvino_int8", ov_int8, seconds, load(ov_int8), texts, gold,
                                fp32_logits))
     for art in artifacts[2:]:
-        _check_drop(art, fp32)
-    warnings = [w for art in artifacts for w in art.warnings]
+        if "macro_f1_delta" not in art.metrics:
+            _check_drop(art, fp32)
+    # The INT8 method not shipped keeps its warnings in its own row; the rest are the export's.
+    warnings = [w for art in artifacts if art.path != int8_choice["not_chosen"]
+                for w in art.warnings]
     for w in warnings:
         log.warning(w)
 
     emit({"done": total, "total": total, "message": "writing export_report.json"})
+    int8_choice.pop("not_chosen")
     result = ExportResult(str(out), str(out / "export_report.json"), artifacts, fused, len(texts),
-                          warnings)
+                          warnings, int8_choice)
     report = {**asdict(result), "config": asdict(config), "created": time.time()}
     paths.atomic_write_text(out / "export_report.json", json.dumps(report, indent=2,
                                                                    ensure_ascii=False))

@@ -11,7 +11,8 @@ def _export(args) -> tuple[int, object]:
 
     config = ExportConfig(model=args.model, out_dir=args.out, opset=args.opset,
                           optimize=not args.no_optimize, per_channel=args.per_channel,
-                          reduce_range=args.reduce_range, openvino=not args.no_openvino,
+                          reduce_range=args.reduce_range, int8_method=args.int8_method,
+                          block_size=args.block_size, openvino=not args.no_openvino,
                           calibration_size=args.calibration_size, data=args.data,
                           atol=args.atol)
     progress = CliProgress("export")
@@ -26,6 +27,7 @@ def _export(args) -> tuple[int, object]:
             f"{m['macro_f1']:>7.1f}{m.get('macro_f1_delta', 0):>7.2f}{m.get('agreement', 100):>7.1f}"
             f"{m.get('max_abs_diff', 0):>10.2e}\n")
     out(f"fused operators: {result.fused_ops}\n")
+    out(f"onnx/model_quantized.onnx = {result.int8['method']} INT8: {result.int8['reason']}\n")
     for w in result.warnings:
         out(f"WARNING: {w}\n")
     out(f"report: {result.report_path}\n")
@@ -38,8 +40,14 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="run folder (workspace/runs/NAME)")
     p.add_argument("--out", help="output folder (default: the run folder)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--per-channel", action="store_true", help="INT8 per-channel weight scales")
-    p.add_argument("--reduce-range", action="store_true", help="INT8 7-bit weights (no-VNNI CPUs)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="dynamic INT8: per-channel weight scales")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="dynamic INT8: 7-bit weights (no-VNNI CPUs)")
+    p.add_argument("--int8-method", choices=["auto", "dynamic", "weight-only"], default="auto",
+                   help="which INT8 becomes onnx/model_quantized.onnx (auto: dynamic if it passes "
+                        "the gates, else weight-only)")
+    p.add_argument("--block-size", type=int, default=64, help="weight-only INT8 block size")
     p.add_argument("--no-optimize", action="store_true", help="skip ORT's transformer optimizer")
     p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO IR and NNCF INT8")
     p.add_argument("--calibration-size", type=int, default=300,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core import paths
-from core.errors import ConfigError, StudioError
+from core.errors import ConfigError, WebExportError
 from core.progress import ProgressFn
 from core.runtimes.base import find_model_dir
 
@@ -49,10 +49,6 @@ FACTS, REPORT = "model_facts.json", "bundle_report.json"
 GROUPS = (("model", ("onnx/",)), ("onnxruntime-web", ("vendor/ort/",)),
           ("tokenizer", ("tokenizer.json", "tokenizer_config.json", "vendor/tokenizers/")),
           ("page", ("index.html", "app.js", "style.css", "sw.js")))
-
-
-class WebExportError(StudioError):
-    """The bundle cannot be built (e.g. the npm packages are not installed)."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +186,10 @@ def _vendor_notice(root: Path) -> str:
 
 
 def _fill(tmp: Path, model_dir: Path, onnx_path: Path, vendor: Path) -> None:
+    from core.quantize import for_browser
+
     (tmp / "onnx").mkdir(parents=True)
-    shutil.copyfile(onnx_path, tmp / INT8_PATH)
+    for_browser(onnx_path, tmp / INT8_PATH)
     for name in MODEL_FILES:
         shutil.copyfile(model_dir / name, tmp / name)
     for name in TEMPLATE_FILES:

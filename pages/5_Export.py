@@ -17,8 +17,8 @@ if not runs:
     st.stop()
 run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
 c1, c2, c3, c4 = st.columns(4)
-per_channel = c1.checkbox("Per-channel INT8")
-reduce_range = c2.checkbox("Reduced range (7-bit)")
+per_channel = c1.checkbox("Per-channel (dynamic INT8)")
+reduce_range = c2.checkbox("Reduced range (dynamic INT8)")
 openvino = c3.checkbox("OpenVINO IR + INT8", value=True)
 calib = c4.number_input("Calibration sentences", 1, 5000, 300)
 
@@ -45,10 +45,13 @@ for a in report["artifacts"]:
                  "ratio to FP32": m.get("size_ratio"), "accuracy %": m["accuracy"],
                  "macro-F1 %": m["macro_f1"], "ΔF1 vs FP32": m.get("macro_f1_delta"),
                  "agreement %": m.get("agreement"), "max |Δlogit|": m.get("max_abs_diff"),
-                 "seconds": a["seconds"]})
+                 "seconds": a["seconds"], "notes": "; ".join(a.get("warnings", []))})
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.caption(f"Gates ran on {report['eval_size']} validation sentences. "
            f"Fused operators: {report.get('fused_ops') or 'none'}")
+if report.get("int8"):
+    st.info(f"**onnx/model_quantized.onnx** (used by the browser bundle and the Demo) is the "
+            f"**{report['int8']['method']}** INT8: {report['int8']['reason']}.")
 for warning in report.get("warnings", []):
     st.error(warning)
 if not report.get("warnings"):

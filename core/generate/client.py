@@ -17,16 +17,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from core.errors import StudioError
+from core.errors import APIRequestError
 from core.generate.prompts import MalformedReply, RequestSpec, build_messages, parse_examples, response_format
 
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 300.0  # never sleep longer than this on one Retry-After
 RETRIABLE = {"rate_limit", "server_error", "timeout", "connection", "malformed_json", "bad_response"}
-
-
-class APIRequestError(StudioError):
-    """The server refused in a way retrying cannot fix (bad key, unknown model, bad request)."""
 
 
 class RequestFailed(Exception):

@@ -24,7 +24,8 @@ class OrtRuntime(Runtime):
                                             providers=providers or ["CPUExecutionProvider"])
         # Feed exactly the graph's inputs: an exported XLM-R graph has no token_type_ids.
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.precision = precision or ("int8" if "quantized" in self.path.name else "fp32")
+        int8 = "quantized" in self.path.name or "int8" in self.path.name
+        self.precision = precision or ("int8" if int8 else "fp32")
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], batch)[0]
