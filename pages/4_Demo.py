@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import export, runtimes, state
-from pages.common import page, show_error
+from core import export, runtimes
+from pages.common import page, pick_run, show_error
 
 EXAMPLES = ["드디어 합격 문자 왔다!!! 엄마한테 제일 먼저 전화함 ㅠㅠ",
             "단톡방에서 나만 빼고 약속 잡은 거 오늘 알았어",
@@ -23,12 +23,8 @@ def load_runtime(path: str, mtime: float):  # mtime: a re-exported file is loade
 
 
 page("Demo")
-runs = state.runs()
-if not runs:
-    st.info("No trained run yet: train one on the Train page (or run `make run`, which builds "
-            "the default model on first launch).")
-    st.stop()
-run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
+run_dir = pick_run("No trained run yet: train one on the Train page (or run `make run`, "
+                   "which builds the default model on first launch).")
 available = export.model_files(run_dir)
 chosen = st.multiselect("Runtimes", list(available), default=list(available)[:1],
                         help="Export the run to get ONNX and OpenVINO choices.")

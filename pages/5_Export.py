@@ -3,19 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from core import export, jobs, state
-from pages.common import job_panel, page, show_error
+from core import export
+from pages.common import job_panel, page, pick_run, start_job
 
 page("Export")
 st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
            "optimizer, INT8 dynamic quantization and OpenVINO NNCF INT8. The export checks "
            "itself: FP32 must match PyTorch within 1e-4; INT8 is compared with FP32.")
 
-runs = state.runs()
-if not runs:
-    st.info("No trained run yet: train one on the Train page first.")
-    st.stop()
-run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
+run_dir = pick_run()
 c1, c2, c3, c4 = st.columns(4)
 per_channel = c1.checkbox("Per-channel (dynamic INT8)")
 reduce_range = c2.checkbox("Reduced range (dynamic INT8)")
@@ -27,10 +23,7 @@ if st.button("Export", type="primary"):
     argv = ["export", "--model", str(run_dir), "--calibration-size", str(calib)]
     argv += ["--per-channel"] * per_channel + ["--reduce-range"] * reduce_range
     argv += [] if openvino else ["--no-openvino"]
-    try:
-        jobs.start(key, argv)
-    except Exception as exc:
-        show_error(exc)
+    start_job(key, argv)
 job_panel(key)
 
 report = export.load_report(run_dir)

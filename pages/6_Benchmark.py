@@ -6,21 +6,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import bench_report, jobs, state
+from core import bench_report, state
 from core.benchmark import RUNTIMES, BenchConfig, load_results, skip_reason
-from pages.common import job_panel, page, show_error
+from pages.common import job_panel, page, pick_run, show_error, start_job
 
 page("Benchmark")
 st.caption("Every runtime runs in its own process, warmed up, in interleaved rounds; medians of "
            "all samples; speed-ups and memory ratios are against PyTorch FP32 measured in the "
            "same run. Rows that cannot run on this machine are listed with the reason.")
 
-runs = state.runs()
-if not runs:
-    st.info("No trained run yet: train one on the Train page, export it on the Export page, "
-            "then benchmark it here.")
-    st.stop()
-run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
+run_dir = pick_run("No trained run yet: train one on the Train page, export it on the "
+                   "Export page, then benchmark it here.")
 key = f"bench:{run_dir.name}"
 
 
@@ -47,10 +43,7 @@ with st.expander("New benchmark", expanded=not bench_report.list_saved(run_dir))
                 "--clients", str(clients)]
         argv += ["--quick"] * quick + ["--no-serving"] * (not serving)
         argv += ["--rounds", str(rounds)] * bool(rounds) + ["--threads", str(threads)] * bool(threads)
-        try:
-            jobs.start(key, argv)
-        except Exception as exc:
-            show_error(exc)
+        start_job(key, argv)
 job_panel(key)
 
 saved = bench_report.list_saved(run_dir)
@@ -97,7 +90,7 @@ d2.download_button("results.json", json.dumps(results, indent=1, ensure_ascii=Fa
 d3.download_button("results.csv", bench_report.to_csv(results), file_name="results.csv",
                    mime="text/csv")
 
-others = [p for r in runs for p in bench_report.list_saved(r) if p != folder]
+others = [p for r in state.runs() for p in bench_report.list_saved(r) if p != folder]
 if others:
     st.subheader("Compare with another saved benchmark")
     other = st.selectbox("Benchmark B", others, format_func=lambda p: f"{p.parent.parent.name} / "

@@ -4,8 +4,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import jobs, state, web_export
-from pages.common import job_panel, page, show_error
+from core import jobs, web_export
+from pages.common import job_panel, page, pick_run, show_error
 
 page("Web bundle")
 st.caption("A static page that classifies Korean text in the browser with onnxruntime-web (INT8, "
@@ -17,11 +17,7 @@ if missing:
     st.warning("The browser packages are not installed: run `make setup` (or "
                f"`cd web_export && npm ci`). Missing: {missing[0]}")
 
-runs = state.runs()
-if not runs:
-    st.info("No trained run yet: train one on the Train page first.")
-    st.stop()
-run_dir = st.selectbox("Run", runs, format_func=lambda p: p.name)
+run_dir = pick_run()
 bundle_dir = run_dir / "bundle"
 zip_path = bundle_dir.with_name(bundle_dir.name + ".zip")
 c1, c2 = st.columns([1, 3])

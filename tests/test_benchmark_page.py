@@ -80,7 +80,7 @@ def test_run_button_starts_a_background_bench_job(workspace, monkeypatch):
 
     run = make_run(workspace)
     started = []
-    monkeypatch.setattr(jobs, "start", lambda key, argv: started.append((key, argv)))
+    monkeypatch.setattr(jobs, "start", lambda key, argv, **_: started.append((key, argv)))
     at = run_page()
     assert at.multiselect[0].value == ["pytorch"]  # the only row whose files exist
     assert any("No saved benchmark" in i.value for i in at.info)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, paths
+from pathlib import Path
+
+from core import jobs, paths, state
 from core.errors import StudioError
 
 
@@ -35,6 +37,23 @@ def page(title: str) -> None:
             pass  # a page run on its own (AppTest.from_file) has no multipage app around it
         st.divider()
     st.title(title)
+
+
+def pick_run(missing: str = "No trained run yet: train one on the Train page first.") -> Path:
+    """A run chosen in a selectbox; when there is none, say what to do and stop the page."""
+    runs = state.runs()
+    if not runs:
+        st.info(missing)
+        st.stop()
+    return st.selectbox("Run", runs, format_func=lambda p: p.name)
+
+
+def start_job(key: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Start a background job; a failure to start is shown, never raised into the page."""
+    try:
+        jobs.start(key, argv, env=env)
+    except Exception as exc:  # shown as a message, never a traceback
+        show_error(exc)
 
 
 def show_error(exc: Exception) -> None:
