@@ -78,3 +78,27 @@ def test_dataset_page_reports_bad_lines_and_saves_the_good(monkeypatch, workspac
     [b for b in at.button if b.label == "Save to workspace"][0].click().run()
     saved = (workspace / "datasets" / "uploaded.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(saved) == 3
+
+
+def test_first_launch_starts_the_default_training_job(monkeypatch):
+    from core import jobs
+
+    started = []
+    monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
+    monkeypatch.setattr(jobs, "start", lambda key, argv, **_: started.append((key, argv)))
+    run("streamlit_app.py")
+    assert started == [("train:default", ["train"])]
+
+
+def test_rerun_while_default_job_runs_starts_no_second_copy(monkeypatch):
+    from core import jobs
+
+    monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
+    job = jobs.start("train:default", ["selftest", "--steps", "100", "--delay", "0.1"])
+    try:
+        at = run("streamlit_app.py")
+        at.run()
+        assert len(jobs.list_jobs("train:default")) == 1
+        assert any("Default model" in h.value for h in at.subheader)
+    finally:
+        job.cancel()
