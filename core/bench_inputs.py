@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import ConfigError
-
-
-def _labels(model_dir: Path) -> list[str]:
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = config.get("id2label") or {}
-    return [id2label[str(i)] for i in range(len(id2label))]
 
 
 def eval_set(run_dir: Path, model_dir: Path, data: str | None, limit: int | None):
@@ -25,18 +18,15 @@ def eval_set(run_dir: Path, model_dir: Path, data: str | None, limit: int | None
     so every label (the split is grouped by label) stays represented.
     """
     from core import data as datasets
+    from core.runtimes.base import model_labels
+    from core.train import saved_split
 
-    labels = _labels(model_dir)
-    saved = {}
+    labels = model_labels(model_dir)
     metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        saved = json.loads(metrics.read_text(encoding="utf-8")).get("config", {})
-    name = data or saved.get("data")
-    records = datasets.load_dataset(name)
-    split_name = "all"
-    if not data:
-        split = datasets.split_records(records, saved.get("val_frac", 0.15),
-                                       saved.get("test_frac", 0.15), saved.get("seed", 13))
+    if data:
+        name, split_name, records = data, "all", datasets.load_dataset(data)
+    else:
+        name, split = saved_split(run_dir)
         split_name, records = ("test", split.test) if split.test else ("val", split.val)
     records = [r for r in records if r.label in labels]
     if not records:

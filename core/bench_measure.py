@@ -84,14 +84,11 @@ def measure(workers: list, cases: dict, batches: dict, plan: Plan, emit=None) ->
 
 def scores(gold: np.ndarray, logits: np.ndarray, ref: np.ndarray | None) -> dict:
     """Accuracy and macro-F1 in points (0-100); agreement and max |logit diff| against ``ref``."""
-    from sklearn.metrics import accuracy_score, f1_score
+    from core.predict import logit_scores
 
-    pred = logits.argmax(-1)
-    out = {"accuracy": float(accuracy_score(gold, pred)) * 100,
-           "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)) * 100}
-    if ref is not None and ref.shape == logits.shape:
-        out["agreement"] = float((pred == ref.argmax(-1)).mean()) * 100
-        out["max_logit_diff"] = float(np.abs(logits - ref).max())
+    out = logit_scores(gold, logits, ref)
+    if "max_abs_diff" in out:
+        out["max_logit_diff"] = out.pop("max_abs_diff")  # the results.json field name
     return out
 
 

@@ -19,7 +19,7 @@ from core import paths
 from core.errors import ConfigError, ParityError
 from core.progress import ProgressFn
 from core.runtimes import find_model_dir
-from core.runtimes.base import model_inputs
+from core.runtimes.base import model_inputs, run_folder
 
 log = logging.getLogger(__name__)
 WARN_DROP = 1.0  # macro-F1 points: a larger drop than this is a warning shown in red
@@ -80,31 +80,23 @@ class ExportResult:
 
 
 def _eval_records(config: ExportConfig, run_dir: Path, labels: list[str]):
-    """(texts, gold label ids, calibration texts): the run's validation split unless told."""
+    """(texts, gold label ids, calibration texts): the run's validation split unless told;
+    calibration sentences come from the run's training split."""
     from core import data
+    from core.train import saved_split
 
-    saved = {}
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        saved = json.loads(metrics.read_text(encoding="utf-8")).get("config", {})
-    records = data.load_dataset(config.data if config.data else saved.get("data"))
-    split = data.split_records(records, saved.get("val_frac", 0.15), saved.get("test_frac", 0.15),
-                               saved.get("seed", 13))
-    val = [r for r in (split.val if not config.data else records) if r.label in labels]
+    _, split = saved_split(run_dir)
+    records = data.load_dataset(config.data) if config.data else split.val
+    val = [r for r in records if r.label in labels]
     calib = [r.text for r in split.train][: config.calibration_size]
     return [r.text for r in val], np.array([labels.index(r.label) for r in val]), calib
 
 
 def _scores(gold: np.ndarray, logits: np.ndarray, ref: np.ndarray | None) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
+    from core.predict import logit_scores
 
-    pred = logits.argmax(-1)
-    out = {"accuracy": round(float(accuracy_score(gold, pred)) * 100, 2),
-           "macro_f1": round(float(f1_score(gold, pred, average="macro", zero_division=0)) * 100, 2)}
-    if ref is not None:
-        out["agreement"] = round(float((pred == ref.argmax(-1)).mean()) * 100, 2)
-        out["max_abs_diff"] = float(np.abs(logits - ref).max())
-    return out
+    return {k: v if k == "max_abs_diff" else round(v, 2)
+            for k, v in logit_scores(gold, logits, ref).items()}
 
 
 def _export_onnx(model_dir: Path, out: Path, opset: int, max_length: int) -> list[str]:
@@ -245,7 +237,7 @@ def run(config: ExportConfig, on_progress: ProgressFn | None = None) -> ExportRe
     total = 6 if config.openvino else 5
     step = iter(range(1, total + 1))
     model_dir = find_model_dir(config.model)
-    run_dir = model_dir.parent if model_dir.name == "model" else model_dir
+    run_dir = run_folder(model_dir)
     out = Path(config.out_dir) if config.out_dir else run_dir
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     if out.resolve() != run_dir.resolve():

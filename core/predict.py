@@ -13,7 +13,7 @@ from pathlib import Path
 from core.errors import DatasetError
 from core.runtimes import Prediction, Runtime, load
 
-__all__ = ["Prediction", "classification_metrics", "predict", "predict_jsonl"]
+__all__ = ["Prediction", "classification_metrics", "logit_scores", "predict", "predict_jsonl"]
 
 
 def _runtime(model: Runtime | str | Path) -> Runtime:
@@ -41,6 +41,21 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),  # rows = true
         "count": len(y_true),
     }
+
+
+def logit_scores(gold, logits, ref=None) -> dict:
+    """Accuracy and macro-F1 in points (0-100) of ``logits`` against gold label ids, plus label
+    agreement (points) and max |logit difference| against reference logits ``ref``."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred = logits.argmax(-1)
+    out = {"accuracy": float(accuracy_score(gold, pred)) * 100,
+           "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)) * 100}
+    if ref is not None and ref.shape == logits.shape:
+        out["agreement"] = float((pred == ref.argmax(-1)).mean()) * 100
+        out["max_abs_diff"] = float(np.abs(logits - ref).max())
+    return out
 
 
 def _read_rows(input_path: str | Path) -> list[dict]:

@@ -454,9 +454,22 @@ def _run(config: TrainConfig, emit: ProgressFn) -> TrainResult:
     return result
 
 
-def ensure_default_run(on_progress: ProgressFn | None = None) -> Path:
-    """The default run's folder, trained first if it is missing (README's first launch)."""
-    config = TrainConfig()
-    if not (config.run_dir() / "metrics.json").is_file():
-        run(config, on_progress)
-    return config.run_dir()
+def saved_split(run_dir: str | Path):
+    """(dataset, Split): the data and the stratified split a run was trained with.
+
+    Rebuilt from the ``config`` in the run's metrics.json (dataset, fractions, seed), so the
+    export gates and the benchmark score on sentences the model never trained on; a run without
+    metrics.json gets the seed set and TrainConfig's default split.
+    """
+    from core import data
+
+    try:
+        saved = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError):
+        saved = {}
+    defaults = TrainConfig()
+    name = saved.get("data", defaults.data)
+    split = data.split_records(data.load_dataset(name), saved.get("val_frac", defaults.val_frac),
+                               saved.get("test_frac", defaults.test_frac),
+                               saved.get("seed", defaults.seed))
+    return name, split

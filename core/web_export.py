@@ -24,7 +24,7 @@ from pathlib import Path
 from core import paths
 from core.errors import ConfigError, WebExportError
 from core.progress import ProgressFn
-from core.runtimes.base import find_model_dir
+from core.runtimes.base import find_model_dir, model_labels, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def run(config: WebExportConfig, on_progress: ProgressFn | None = None) -> WebEx
     t0 = time.perf_counter()
     vendor = _vendor_root(config)
     model_dir = find_model_dir(config.model)
-    run_dir = model_dir.parent if model_dir.name == "model" else model_dir
+    run_dir = run_folder(model_dir)
     out = (Path(config.out_dir) if config.out_dir else run_dir / "bundle").resolve()
     total = 5
     emit({"done": 0, "total": total, "message": "INT8 model"})
@@ -261,9 +261,7 @@ def run(config: WebExportConfig, on_progress: ProgressFn | None = None) -> WebEx
     inputs = _check_graph(onnx_path)
 
     emit({"done": 1, "total": total, "message": "tokenizer facts and examples"})
-    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = cfg.get("id2label") or {}
-    labels = [id2label[str(i)] for i in range(len(id2label))]
+    labels = model_labels(model_dir)
     max_length, end_tokens = _tokenizer_facts(model_dir, config.max_length)
     facts = {"title": config.title, "labels": labels, "max_length": max_length,
              "end_special_tokens": end_tokens, "inputs": inputs,

@@ -320,7 +320,7 @@ def test_kill9_then_resume_reaches_exact_target(tmp_path):
     env = {**os.environ, "OPENAI_API_KEY": KEY, "PYTHONPATH": str(REPO)}
     with FakeOpenAI(latency=0.1, faults=Faults(duplicate=0.1), api_key=KEY) as srv:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.generate", "--n", "600", "--per-request", "20",
+            [sys.executable, "-m", "core", "generate", "--n", "600", "--per-request", "20",
              "--concurrency", "2", "--base-url", srv.url, "--out", str(out), "--backoff", "0.02"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 30
@@ -352,7 +352,7 @@ def test_sigterm_records_interrupted(tmp_path):
     env = {**os.environ, "OPENAI_API_KEY": KEY, "PYTHONPATH": str(REPO)}
     with FakeOpenAI(latency=0.2) as srv:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.generate", "--n", "2000", "--per-request", "10",
+            [sys.executable, "-m", "core", "generate", "--n", "2000", "--per-request", "10",
              "--concurrency", "2", "--base-url", srv.url, "--out", str(out)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30

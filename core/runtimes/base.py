@@ -41,6 +41,19 @@ def find_model_dir(path: str | Path) -> Path:
                      "folder trained with `python -m core train` or a file exported from one")
 
 
+def model_labels(model_dir: Path) -> list[str]:
+    """Label names in id order, from the folder's config.json ``id2label``."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def run_folder(model_dir: Path) -> Path:
+    """The run folder holding ``model_dir`` (``RUN/model``), or the folder itself if it is bare."""
+    model_dir = Path(model_dir)
+    return model_dir.parent if model_dir.name == "model" else model_dir
+
+
 def model_inputs(model_dir: Path, tokenizer) -> list[str]:
     """The inputs the model really takes, in export order."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
@@ -62,9 +75,7 @@ class Runtime:
 
         self.path = Path(path)
         self.model_dir = find_model_dir(self.path)
-        config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-        id2label = config.get("id2label") or {}
-        self.labels = [id2label[str(i)] for i in range(len(id2label))]
+        self.labels = model_labels(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         limit = getattr(self.tokenizer, "model_max_length", 512) or 512
         self.max_length = int(max_length or min(limit, 512))
