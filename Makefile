@@ -7,10 +7,17 @@ VENV := .venv
 PIP := $(VENV)/bin/pip
 PYTHON := $(VENV)/bin/python
 PORT ?= 8501
-REQ_STAMP := $(VENV)/.req-$(shell sha1sum requirements.txt | cut -c1-12)
+# Python packages: requirements.txt lists the top-level ones; requirements.lock, generated from it by
+# `make lock` (pip-compile), pins every package. Set-up installs the lock, and reinstalls when the
+# lock (or the pinned pip) changes.
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_TOOLS := $(VENV)/lock-tools
+REQ_STAMP := $(VENV)/.req-$(shell { cat $(LOCK) 2>/dev/null; echo pip==$(PIP_VERSION); } | sha1sum | cut -c1-12)
 NPM_STAMP := web_export/node_modules/.lock-$(shell [ -f web_export/package-lock.json ] && sha1sum web_export/package-lock.json | cut -c1-12)
 
-.PHONY: setup sysdeps run test
+.PHONY: setup sysdeps lock run test
 setup: sysdeps $(REQ_STAMP) $(NPM_STAMP)
 
 # Debian packages the browser tests and screenshots need (Chromium, a Korean font).
@@ -21,15 +28,26 @@ sysdeps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-nanum fonts-noto-color-emoji >/dev/null; \
 	fi
 
-$(REQ_STAMP): requirements.txt
+$(REQ_STAMP): $(LOCK)
 	@[ -x $(PYTHON) ] || $(PY) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q pip==$(PIP_VERSION)
+	$(PIP) install -q -r $(LOCK)
 	@rm -f $(VENV)/.req-* && touch $@
+
+# Regenerate requirements.lock from requirements.txt, keeping the current pins that still fit;
+# `make lock UPGRADE=1` moves every package to its newest allowed release. pip-compile runs from its
+# own venv so that it never changes the project's packages.
+lock:
+	@[ -x $(LOCK_TOOLS)/bin/python ] || $(PY) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install -q pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	CUSTOM_COMPILE_COMMAND="make lock  (pip-compile, pip-tools $(PIP_TOOLS_VERSION))" \
+	  $(LOCK_TOOLS)/bin/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --no-emit-trusted-host $(if $(UPGRADE),--upgrade) \
+	  --output-file $(LOCK) requirements.txt
 
 $(NPM_STAMP):
 	@if [ -f web_export/package-lock.json ]; then \
-	  cd web_export && npm ci --no-audit --no-fund --loglevel=error && touch ../$@; \
+	  cd web_export && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error && touch ../$@; \
 	fi
 
 run: setup
