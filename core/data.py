@@ -7,17 +7,17 @@ metadata. Validation never stops at the first problem: every invalid line is rep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
-import re
 import statistics
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import paths
+from core import data_format, paths, safe_json
 from core.errors import ConfigError, DatasetError
 from core.labels import DEFAULT_LABEL_NAMES, normalize_label
 
@@ -35,7 +35,9 @@ class Record:
     line: int = 0  # 1-based line in the source file (0 when built in code)
 
     def to_json(self) -> dict:
-        return {"text": self.text, "label": self.label, **self.meta}
+        """The saved line; text and label win over metadata keys of those names."""
+        meta = {k: v for k, v in self.meta.items() if k not in ("text", "label")}
+        return {"text": self.text, "label": self.label, **meta}
 
 
 @dataclass(frozen=True)
@@ -100,88 +102,63 @@ def dedupe(records: list[Record]) -> list[Record]:
     return kept
 
 
-def _whole_file_problem(data: bytes) -> str | None:
-    """Why the bytes are not a JSONL text file at all, or None."""
-    expected = 'expected JSON Lines: UTF-8 text, one {"text": ..., "label": ...} object per line'
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return f"the file is UTF-16 encoded; {expected}. Re-encode it as UTF-8 and try again."
-    if b"\x00" in data[:65536] or data.startswith((b"\x1f\x8b", b"PK\x03\x04", b"%PDF")):
-        return f"this is a binary file (e.g. a zip, gzip, PDF or spreadsheet), not text; {expected}."
-    body = data[len(_BOM):] if data.startswith(_BOM) else data
-    if not body.strip():
-        return f"the file is empty; {expected}."
-    lines = [ln for ln in body.split(b"\n") if ln.strip()]
-    if not any(_decodes(ln) for ln in lines):
-        hint = " (it decodes as CP949/EUC-KR)" if _decodes(body, "cp949") else ""
-        return (f"the file is not UTF-8 text{hint}; {expected}. Re-encode it as UTF-8, "
-                "e.g. `iconv -f cp949 -t utf-8 in.jsonl > out.jsonl`.")
-    text = body.decode("utf-8", errors="replace")
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and len(lines) > 1):
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if isinstance(whole, list):
-            return (f"the file is one JSON array, not JSON Lines; {expected}. "
-                    "Convert it with `jq -c '.[]' in.json > out.jsonl`.")
-        if isinstance(whole, dict) and len(lines) > 1:
-            return (f"the file is one JSON object spread over several lines; {expected}. "
-                    "Write each record on a single line (e.g. `jq -c .`).")
-    if not any(ln.lstrip().startswith(b"{") or _is_json(ln) for ln in lines):
-        first = lines[0].decode("utf-8", errors="replace")[:80]
-        kind = "CSV/TSV" if re.search(r"[,\t;]", first) else "plain text"
-        return f"the file looks like {kind} (first line: {first!r}), not JSON Lines; {expected}."
-    return None
+def _kind(value: object) -> str:
+    return _JSON_TYPES.get(type(value), "something else")
 
 
-def _is_json(line: bytes) -> bool:
-    try:
-        json.loads(line)
-        return True
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
-        return False
+def _text_errors(obj: dict, text_key: str, max_chars: int) -> list[str]:
+    key = safe_json.show(text_key)
+    if text_key not in obj:
+        return [f"missing {key} field"]
+    text = obj[text_key]
+    if not isinstance(text, str):
+        return [f"{key} must be a string, got {_kind(text)}"]
+    if not text:
+        return [f"{key} is empty"]
+    if not text.strip():
+        return [f"{key} is only whitespace"]
+    if len(text) > max_chars:
+        return [f"{key} is {len(text)} characters, over the maximum of {max_chars}; "
+                "shorten or split it (or raise --max-chars)"]
+    problem = safe_json.text_problem(text, key)
+    return [problem] if problem else []
 
 
-def _decodes(data: bytes, encoding: str = "utf-8") -> bool:
-    try:
-        data.decode(encoding)
-        return True
-    except UnicodeDecodeError:
-        return False
+def _label_errors(obj: dict, label_key: str, labels: tuple[str, ...] | None) -> list[str]:
+    key = safe_json.show(label_key)
+    if label_key not in obj:
+        return [f"missing {key} field"]
+    label = obj[label_key]
+    if label is None:
+        return [f"{key} is null"]
+    if not isinstance(label, str):
+        return [f"{key} must be a string, got {_kind(label)}"]
+    if not normalize_label(label):
+        return [f"{key} is empty"]
+    problem = safe_json.text_problem(label, key)
+    if problem:
+        return [problem]
+    if labels is not None and normalize_label(label) not in labels:
+        return [f"unknown label {safe_json.show(label)}; expected one of {', '.join(labels)} "
+                "(use --labels for another label set)"]
+    return []
 
 
 def _check_fields(obj: dict, labels: tuple[str, ...] | None, max_chars: int,
                   text_key: str, label_key: str) -> tuple[Record | None, list[str]]:
-    errors: list[str] = []
-    text = obj.get(text_key)
-    if text_key not in obj:
-        errors.append(f'missing "{text_key}" field')
-    elif not isinstance(text, str):
-        errors.append(f'"{text_key}" must be a string, got {_JSON_TYPES.get(type(text), "?")}')
-    elif not text:
-        errors.append(f'"{text_key}" is empty')
-    elif not text.strip():
-        errors.append(f'"{text_key}" is only whitespace')
-    elif len(text) > max_chars:
-        errors.append(f'"{text_key}" is {len(text)} characters, over the maximum of {max_chars}; '
-                      "shorten or split it (or raise --max-chars)")
-    label = obj.get(label_key)
-    if label_key not in obj:
-        errors.append(f'missing "{label_key}" field')
-    elif label is None:
-        errors.append(f'"{label_key}" is null')
-    elif not isinstance(label, str):
-        errors.append(f'"{label_key}" must be a string, got {_JSON_TYPES.get(type(label), "?")}')
-    elif not normalize_label(label):
-        errors.append(f'"{label_key}" is empty')
-    elif labels is not None and normalize_label(label) not in labels:
-        errors.append(f'unknown label "{label}"; expected one of {", ".join(labels)} '
-                      "(use --labels for another label set)")
+    errors = _text_errors(obj, text_key, max_chars) + _label_errors(obj, label_key, labels)
+    for saved in ("text", "label"):  # a saved dataset writes the text and label under these keys
+        if saved in obj and saved not in (text_key, label_key):
+            errors.append(f"the line has a {safe_json.show(saved)} key besides the mapped "
+                          f"{safe_json.show(text_key if saved == 'text' else label_key)}; saving "
+                          f'would overwrite it: rename or drop the "{saved}" key')
+    meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)}
+    problem = safe_json.find_problem(meta)  # keys and values that cannot be saved, deep nesting
+    if problem:
+        errors.append(problem)
     if errors:
         return None, errors
-    meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)}
-    return Record(text, normalize_label(label), meta), []
+    return Record(obj[text_key], normalize_label(obj[label_key]), meta), []
 
 
 def _parse_line(raw: bytes, labels, max_chars, text_key, label_key) -> tuple[Record | None, str]:
@@ -191,12 +168,12 @@ def _parse_line(raw: bytes, labels, max_chars, text_key, label_key) -> tuple[Rec
         return None, (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}); "
                       "re-encode the file as UTF-8 (e.g. `iconv -f cp949 -t utf-8`)")
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+        obj = safe_json.loads(line)
+    except safe_json.LineProblem as exc:
+        return None, str(exc)
     if not isinstance(obj, dict):
-        return None, (f'expected a JSON object like {{"{text_key}": ..., "{label_key}": ...}}, '
-                      f"got {_JSON_TYPES.get(type(obj), 'something else')}")
+        return None, (f"expected a JSON object like {{{safe_json.show(text_key)}: ..., "
+                      f"{safe_json.show(label_key)}: ...}}, got {_kind(obj)}")
     record, errors = _check_fields(obj, labels, max_chars, text_key, label_key)
     return record, "; ".join(errors)
 
@@ -204,22 +181,32 @@ def _parse_line(raw: bytes, labels, max_chars, text_key, label_key) -> tuple[Rec
 def validate_bytes(data: bytes, source: str = "<upload>", labels=DEFAULT_LABEL_NAMES,
                    max_chars: int = MAX_CHARS, text_key: str = "text",
                    label_key: str = "label") -> Report:
-    """Validate JSONL bytes. ``labels=None`` accepts any label; blank lines are skipped."""
+    """Validate JSONL bytes; never raises. ``labels=None`` accepts any label.
+
+    Lines end at LF, CRLF or a lone CR; blank lines are skipped; a UTF-8 BOM at the start of the
+    file or of any line (files joined with ``cat``) is ignored.
+    """
     report = Report(source)
-    report.fatal = _whole_file_problem(data)
+    body = data.removeprefix(_BOM)
+    lines = data_format.split_lines(body)
+    try:
+        report.fatal = data_format.whole_file_problem(data, body, lines)
+    except Exception:  # a bug in a whole-file guess must not hide the line-by-line report
+        logging.getLogger(__name__).exception("%s: whole-file check", source)
     if report.fatal:
         return report
     labels = tuple(normalize_label(x) for x in labels) if labels is not None else None
     first_seen: dict[str, tuple[int, str]] = {}
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
     for number, raw in enumerate(lines, start=1):
-        raw = raw.removesuffix(b"\r").removeprefix(_BOM)  # CRLF endings and BOMs are fine
+        raw = raw.removeprefix(_BOM)
         if not raw.strip():
             report.blank_lines += 1
             continue
-        record, error = _parse_line(raw, labels, max_chars, text_key, label_key)
+        try:
+            record, error = _parse_line(raw, labels, max_chars, text_key, label_key)
+        except Exception as exc:  # a bug here must cost one line, not the whole report
+            logging.getLogger(__name__).exception("%s: line %d", source, number)
+            record, error = None, f"could not be checked ({type(exc).__name__}); please report it"
         if record is None:
             report.invalid.append(Problem(number, error))
             continue
@@ -243,9 +230,9 @@ def validate_file(path: str | Path, **kwargs) -> Report:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         report = Report(str(path))
-        report.fatal = f"cannot read {path}: {exc.strerror or exc}"
+        report.fatal = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
         return report
     return validate_bytes(data, str(path), **kwargs)
 
@@ -274,8 +261,12 @@ class Split:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def split_records(records: list[Record], val_frac: float = 0.15, test_frac: float = 0.15,
-                  seed: int = 13) -> Split:
+# The default split (the Dataset page, data split, and training all start from these).
+VAL_FRAC, TEST_FRAC, SPLIT_SEED = 0.15, 0.15, 13
+
+
+def split_records(records: list[Record], val_frac: float = VAL_FRAC, test_frac: float = TEST_FRAC,
+                  seed: int = SPLIT_SEED) -> Split:
     """Stratified split: each label is shuffled with ``seed`` and cut by the fractions.
 
     Deterministic for a given input order and seed. A label with at least 3 records gets at least
@@ -302,7 +293,25 @@ def split_records(records: list[Record], val_frac: float = 0.15, test_frac: floa
 
 
 def to_jsonl(records: list[Record]) -> str:
-    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+    """JSON Lines that validate again to the same records; DatasetError for a record that cannot
+    be stored (e.g. built in code with a lone surrogate), instead of a UnicodeEncodeError later."""
+    return "".join(map(_record_line, records))
+
+
+def _record_line(record: Record) -> str:
+    obj = record.to_json()
+    problem = safe_json.find_problem(obj)
+    for key in ("text", "label"):
+        if problem is None:
+            value = obj[key]
+            problem = (safe_json.text_problem(value, f'"{key}"') if isinstance(value, str)
+                       else f'"{key}" must be a string, got {_kind(value)}')
+    if problem is None:
+        try:
+            return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:  # e.g. a set, or an int of 5000 digits
+            problem = f"not writable as JSON ({exc})"
+    raise DatasetError(f"cannot save this record: {problem}", line=record.line or None)
 
 
 def splits_zip(split: Split, name: str = "dataset") -> bytes:
@@ -317,12 +326,44 @@ def splits_zip(split: Split, name: str = "dataset") -> bytes:
     return buf.getvalue()
 
 
-def save_dataset(name: str, records: list[Record]) -> Path:
-    """Save records as ``workspace/datasets/<name>.jsonl`` atomically (temp file, then rename)."""
+def save_dataset(name: str, records: list[Record], split: dict | None = None) -> Path:
+    """Save records as ``workspace/datasets/<name>.jsonl`` atomically (temp file, then rename).
+
+    ``split`` ({"val_frac", "test_frac", "seed"}) is saved beside it as ``<name>.split.json``, with
+    the file's sha256: training on this dataset then uses exactly that split."""
     name = paths.check_name(name.strip().removesuffix(".jsonl"), "dataset name")
     if not records:
         raise ConfigError("there are no valid records to save")
-    return paths.atomic_write_text(paths.datasets_dir() / f"{name}.jsonl", to_jsonl(records))
+    body = to_jsonl(records)
+    path = paths.datasets_dir() / f"{name}.jsonl"
+    sidecar = _split_sidecar(path)
+    sidecar.unlink(missing_ok=True)  # a split of the old contents must not survive a re-save
+    paths.atomic_write_text(path, body)
+    if split is not None:
+        split_records([], split["val_frac"], split["test_frac"], split["seed"])  # checks fractions
+        saved = {k: split[k] for k in ("val_frac", "test_frac", "seed")}
+        saved["sha256"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        paths.atomic_write_text(sidecar, json.dumps(saved, indent=2))
+    return path
+
+
+def _split_sidecar(path: Path) -> Path:
+    return path.with_name(path.stem + ".split.json")
+
+
+def saved_split_params(path_or_name: str | Path | None) -> dict | None:
+    """The split saved with a dataset on the Dataset page ({"val_frac", "test_frac", "seed"}), or
+    None when it has none or the file changed since (its sha256 no longer matches)."""
+    path = resolve_dataset(path_or_name)
+    try:
+        saved = json.loads(_split_sidecar(path).read_text(encoding="utf-8"))
+        if saved.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+            logging.getLogger(__name__).warning("%s changed after its split was saved; "
+                                                "ignoring the saved split", path)
+            return None
+        return {k: saved[k] for k in ("val_frac", "test_frac", "seed")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def list_datasets() -> dict[str, Path]:

@@ -19,18 +19,42 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-key", default="label", help="key holding the label (e.g. emotion)")
 
 
+VALIDATE_HELP = """Check every line of a JSON Lines file and report each problem with its line.
+
+Exit status: 0 every non-blank line is valid; 1 some lines are invalid (each is listed with its
+1-based line number, the field and the reason; the valid lines are kept); 2 the file cannot be
+read as JSON Lines at all (missing, empty, binary, UTF-16, not UTF-8 at all, one JSON array,
+CSV). Validation never stops with a traceback, whatever the bytes.
+
+Lines end at LF, CRLF or a lone CR (old Mac files), so line numbers are the ones an editor shows.
+A UTF-8 BOM at the start of the file or of any line (files joined with cat) and blank lines are
+ignored. A line is invalid, with the reason, when it is not one JSON object; its text or label is
+missing, empty, only whitespace, too long, without a visible character, or holds a control
+character other than tab/LF/CR; any string or key holds a lone surrogate (a "\\ud800" escape,
+which cannot be written as UTF-8); it has NaN/Infinity, a number over 1000 digits or one that
+overflows to infinity, a key twice in one object, or nesting over 64 levels; or, with
+--text-key/--label-key, it also has a "text"/"label" key that saving would overwrite.
+"""
+
+
+def _write(text: str) -> None:
+    """Print without a traceback for characters stdout cannot encode (e.g. a non-UTF-8 file name)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def _validate_args(args) -> data.Report:
     labels = None if args.any_label else parse_labels(args.labels)
     try:
         path = data.resolve_dataset(args.path)
-    except data.DatasetError:
+    except (data.DatasetError, OSError, ValueError):  # e.g. a name too long for the file system
         path = args.path  # validate_file reports the unreadable path as a fatal problem
     return data.validate_file(path, labels=labels, max_chars=args.max_chars,
                               text_key=args.text_key, label_key=args.label_key)
 
 
 def _print_report(report: data.Report) -> None:
-    out = sys.stdout.write
+    out = _write
     if report.fatal:
         out(f"{report.source}: {report.fatal}\n")
         return
@@ -50,7 +74,7 @@ def _print_report(report: data.Report) -> None:
 def _validate(args) -> tuple[int, dict]:
     report = _validate_args(args)
     if args.json:
-        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+        _write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
     else:
         _print_report(report)
     return report.exit_code, {"valid": len(report.records), "invalid": len(report.invalid)}
@@ -75,15 +99,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="validate, inspect and split JSONL datasets")
     sub = p.add_subparsers(dest="data_command", required=True)
     v = sub.add_parser("validate", help="check every line; exit 0 all valid, 1 some invalid, "
-                       "2 not readable as JSONL")
+                       "2 not readable as JSONL", description=VALIDATE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(v)
     v.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     v.set_defaults(handler=_validate)
     s = sub.add_parser("split", help="stratified train/val/test split saved into the workspace")
     _add_common(s)
     s.add_argument("--name", required=True, help="saved as NAME-train/-val/-test")
-    s.add_argument("--val", type=float, default=0.15)
-    s.add_argument("--test", type=float, default=0.15)
-    s.add_argument("--seed", type=int, default=13)
+    s.add_argument("--val", type=float, default=data.VAL_FRAC)
+    s.add_argument("--test", type=float, default=data.TEST_FRAC)
+    s.add_argument("--seed", type=int, default=data.SPLIT_SEED)
     s.add_argument("--drop-duplicates", action="store_true")
     s.set_defaults(handler=_split)

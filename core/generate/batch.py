@@ -132,7 +132,7 @@ def _take_line(state: RunState, line: str, specs: dict[str, RequestSpec]) -> Non
     try:
         rec = json.loads(line)
         spec = specs[rec["custom_id"]]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         state.errors["bad_response"] += 1
         return
     resp = rec.get("response") or {}

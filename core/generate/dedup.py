@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from core.labels import normalize_label
+from core.safe_json import text_problem
 
 _SPACE = re.compile(r"\s+")
 # Characters that carry no content for near-duplicate purposes (spacing, punctuation, symbols).
@@ -61,7 +62,9 @@ def check_example(item: object, rules: Rules) -> tuple[dict | None, str | None]:
     """``({"text", "label"}, None)`` for a valid item, else ``(None, reason)``.
 
     Reasons are short kinds that the progress report counts: not_object, missing_text,
-    wrong_label, too_short, too_long, not_korean.
+    wrong_label, bad_characters (a lone surrogate, a control character or nothing visible: the
+    row could not be written as UTF-8 or would fail dataset validation), too_short, too_long,
+    not_korean.
     """
     if not isinstance(item, dict):
         return None, "not_object"
@@ -71,6 +74,8 @@ def check_example(item: object, rules: Rules) -> tuple[dict | None, str | None]:
     if not isinstance(label, str) or normalize_label(label) not in rules.labels:
         return None, "wrong_label"
     text = unicodedata.normalize("NFC", text).strip()
+    if text_problem(text, '"text"'):
+        return None, "bad_characters"
     if len(text) < rules.min_chars:
         return None, "too_short"
     if len(text) > rules.max_chars:

@@ -125,7 +125,9 @@ def parse_examples(content: str | None) -> tuple[list, bool]:
         text = text.strip("`").removeprefix("json").strip()
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except RecursionError:  # nested deeper than the parser can go: no usable rows
+        raise MalformedReply("reply JSON is nested too deeply") from None
+    except ValueError:  # JSONDecodeError, or an integer too long to convert
         items = _salvage(text)
         if items is None:
             raise MalformedReply(f"reply is not JSON: {content[:80]!r}") from None
@@ -151,7 +153,7 @@ def _salvage(text: str) -> list | None:
             break
         try:
             item, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            break  # the cut-off item
+        except (ValueError, RecursionError):
+            break  # the cut-off item (or one no parser can read)
         items.append(item)
     return items if items or key >= 0 else None

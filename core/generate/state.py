@@ -21,6 +21,7 @@ from core.generate.dedup import Deduper, Rules, check_example
 from core.generate.prompts import RequestSpec
 from core.generate.store import Existing, RowWriter, load_existing, manifest_path, read_manifest, write_manifest
 from core.progress import ProgressFn
+from core.safe_json import storable
 
 log = logging.getLogger(__name__)
 MANIFEST_EVERY_S = 0.5  # rewrite the manifest at most this often (the output file is the truth)
@@ -96,6 +97,8 @@ class RunState:
         """Validate, enforce quotas, dedup, append. Returns rows kept."""
         rows = []
         self.examples_returned += len(items)
+        if not storable(response_id):  # a server id with a lone surrogate must not break the file
+            response_id = None
         for item in items:
             rec, reason = check_example(item, self.rules)
             if rec is None:

@@ -87,7 +87,7 @@ def _count_line(line: str, labels: tuple[str, ...], deduper: Deduper, found: Exi
         text, label = rec["text"], normalize_label(rec["label"])
         if not isinstance(text, str):
             raise TypeError("text is not a string")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         found.bad_lines += 1
         return
     if deduper.add(text) is not None:
@@ -118,7 +118,7 @@ def tail_rows(path: Path, n: int = 10, max_bytes: int = 256_000) -> list[dict]:
     for line in reversed(lines):
         try:
             rows.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if len(rows) == n:
             break
