@@ -9,19 +9,22 @@ import streamlit as st
 
 from core import jobs, paths, state
 from core.labels import DEFAULT_LABELS
+from core.run import RunFolder
+from core.train import TrainConfig
 from pages.common import job_panel, page
 
 DEFAULT_RUN_JOB = "train:default"
 
 
 def maybe_build_default_run() -> None:
-    """`make run` sets STUDIO_AUTOBUILD=1: train the default run once, in the background."""
+    """`make run` sets STUDIO_AUTOBUILD=1: train the default run once, in the background.
+
+    Never over a trained run (however it was trained: page, job or CLI) and never twice."""
     if os.environ.get("STUDIO_AUTOBUILD") != "1":
         return
-    if (paths.runs_dir() / "default" / "config.json").exists() or jobs.find(DEFAULT_RUN_JOB):
+    if RunFolder.default().is_trained() or jobs.find(DEFAULT_RUN_JOB):
         return
-    if (paths.REPO_ROOT / "core" / "train.py").exists():
-        jobs.start(DEFAULT_RUN_JOB, ["train"])
+    jobs.start(DEFAULT_RUN_JOB, TrainConfig())
 
 
 page("Korean emotion classifier studio")

@@ -9,7 +9,7 @@ skipped with the reason; PyTorch CUDA FP16 needs only a CUDA build of torch. Def
 few minutes (2 rounds, no HTTP rows); --full uses the CPU report's settings.
 
 Not run on the 2-core development machine (no GPU there): it is a thin wrapper over
-core.benchmark, whose CUDA paths are only the adapters' `device="cuda"` / provider options.
+core.bench.benchmark, whose CUDA paths are only the adapters' `device="cuda"` / provider options.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import benchmark  # noqa: E402
+from core.bench import benchmark  # noqa: E402
 
 GPU_ROWS = ("pytorch", "pytorch-cuda", "pytorch-cuda-fp16", "ort-cuda", "ort-trt-fp16")
 

@@ -16,7 +16,44 @@ from core.progress import job_event_log
 
 # Modules that add subcommands; each keeps heavy imports inside its handlers.
 COMMAND_MODULES = ["core.data_cli", "core.generate.cli", "core.train_cli", "core.export_cli",
-                   "core.web_export_cli", "core.bench_cli", "core.selftest_cli"]
+                   "core.web_export_cli", "core.bench.cli", "core.selftest_cli"]
+
+
+def overrides(args: argparse.Namespace, fields: dict[str, str]) -> dict:
+    """{config field: value} for each flag the user gave. Flags default to None ("not given"), so
+    the config dataclass keeps the only copy of every default."""
+    return {field: getattr(args, flag) for flag, field in fields.items()
+            if getattr(args, flag, None) is not None}
+
+
+def _job(args) -> tuple[int, object]:
+    from core import jobs
+
+    stage, config = jobs.load_config(args.folder)
+    return jobs.run_config(stage, config)
+
+
+def _status(args) -> tuple[int, object]:
+    from core import paths, state
+
+    stages = state.pipeline()
+    for stage in stages:
+        sys.stdout.write(f"[{'x' if stage.done else ' '}] {stage.name:<11} {stage.detail}\n")
+    step = state.next_step(stages)
+    if step is not None:
+        sys.stdout.write(f"next: {step.name} ({step.page})\n")
+    sys.stdout.write(f"workspace: {paths.workspace()}\n")
+    return 0, {"stages": stages, "next": step and step.name}
+
+
+def _register_own(sub) -> None:
+    s = sub.add_parser("status", help="what exists in the workspace and the next step",
+                       description="The pipeline's state, as the home page shows it.")
+    s.set_defaults(handler=_status)
+    p = sub.add_parser("job", help="run a background job folder (what the pages start)",
+                       description="Runs the stage saved in FOLDER/config.json by core/jobs.py.")
+    p.add_argument("folder", help="workspace/jobs/<id>")
+    p.set_defaults(handler=_job)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _register_own(sub)
     return parser
 
 

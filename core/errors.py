@@ -50,3 +50,15 @@ class WebExportError(StudioError):
 
 class JobError(StudioError):
     """A background job that cannot be started or read."""
+
+
+class RunError(ModelError):
+    """A run folder that is missing a part (model, metrics.json, an export); says how to rebuild."""
+
+
+class RunBusy(RunError):
+    """Another job is writing this run folder (training, export, web export or benchmark)."""
+
+
+class GateError(StudioError):
+    """A build whose result failed one of core/gates.py's checks (the message lists them)."""

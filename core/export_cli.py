@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import sys
 
+_FIELDS = {"out": "out_dir", "opset": "opset", "optimize": "optimize",
+           "per_channel": "per_channel", "reduce_range": "reduce_range",
+           "int8_method": "int8_method", "block_size": "block_size", "openvino": "openvino",
+           "calibration_size": "calibration_size", "data": "data", "atol": "atol",
+           "max_length": "max_length", "allow_int8_drift": "allow_int8_drift"}
+
 
 def _export(args) -> tuple[int, object]:
-    from core.export import ExportConfig, run
+    from core.cli import overrides
+    from core.export import ExportConfig
+
+    return run_export(ExportConfig(model=args.model, **overrides(args, _FIELDS)))
+
+
+def run_export(config) -> tuple[int, object]:
+    """Export with a progress bar, then print the artifact table (the CLI and background jobs)."""
+    from core.export import run
     from core.progress import CliProgress
 
-    config = ExportConfig(model=args.model, out_dir=args.out, opset=args.opset,
-                          optimize=not args.no_optimize, per_channel=args.per_channel,
-                          reduce_range=args.reduce_range, int8_method=args.int8_method,
-                          block_size=args.block_size, openvino=not args.no_openvino,
-                          calibration_size=args.calibration_size, data=args.data,
-                          atol=args.atol)
     progress = CliProgress("export")
-    result = run(config, progress)
-    progress.close()
+    try:
+        result = run(config, progress)
+    finally:
+        progress.close()
     out = sys.stdout.write
     out(f"{'artifact':<22}{'MB':>8}{'ratio':>7}{'acc':>7}{'F1':>7}{'ΔF1':>7}{'agree':>7}"
         f"{'max|Δ|':>10}\n")
@@ -35,23 +45,31 @@ def _export(args) -> tuple[int, object]:
 
 
 def register(subparsers) -> None:
+    from core.export import ExportConfig as D  # defaults shown in --help come from the config
+
     p = subparsers.add_parser("export", help="export a run to ONNX FP32/INT8 and OpenVINO, "
                               "checking parity and accuracy")
     p.add_argument("--model", required=True, help="run folder (workspace/runs/NAME)")
     p.add_argument("--out", help="output folder (default: the run folder)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--per-channel", action="store_true",
+    p.add_argument("--opset", type=int, help=f"ONNX opset (default {D.opset})")
+    p.add_argument("--per-channel", action="store_true", default=None,
                    help="dynamic INT8: per-channel weight scales")
-    p.add_argument("--reduce-range", action="store_true",
+    p.add_argument("--reduce-range", action="store_true", default=None,
                    help="dynamic INT8: 7-bit weights (no-VNNI CPUs)")
-    p.add_argument("--int8-method", choices=["auto", "dynamic", "weight-only"], default="auto",
-                   help="which INT8 becomes onnx/model_quantized.onnx (auto: dynamic if it passes "
-                        "the gates, else weight-only)")
-    p.add_argument("--block-size", type=int, default=64, help="weight-only INT8 block size")
-    p.add_argument("--no-optimize", action="store_true", help="skip ORT's transformer optimizer")
-    p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO IR and NNCF INT8")
-    p.add_argument("--calibration-size", type=int, default=300,
-                   help="training sentences used to calibrate OpenVINO INT8")
+    p.add_argument("--int8-method", choices=["auto", "dynamic", "weight-only"],
+                   help=f"which INT8 becomes onnx/model_quantized.onnx (default {D.int8_method}; "
+                        "auto: dynamic if it passes the gates, else weight-only)")
+    p.add_argument("--block-size", type=int, help=f"weight-only INT8 block size (default {D.block_size})")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false", default=None,
+                   help="skip ORT's transformer optimizer")
+    p.add_argument("--no-openvino", dest="openvino", action="store_false", default=None,
+                   help="skip OpenVINO IR and NNCF INT8")
+    p.add_argument("--calibration-size", type=int,
+                   help=f"training sentences to calibrate OpenVINO INT8 (default {D.calibration_size})")
     p.add_argument("--data", help="labeled JSONL for the gates (default: the run's val split)")
-    p.add_argument("--atol", type=float, default=1e-4, help="max |logit diff| ONNX vs PyTorch")
+    p.add_argument("--atol", type=float, help=f"max |logit diff| ONNX vs PyTorch (default {D.atol:g})")
+    p.add_argument("--max-length", type=int,
+                   help="tokens per text (default: the run's, as trained)")
+    p.add_argument("--allow-int8-drift", action="store_true", default=None,
+                   help="ship the INT8 model even when it fails the agreement/F1 gates")
     p.set_defaults(handler=_export)

@@ -1,15 +1,19 @@
-"""Long stages run as background processes (``python -m core ...``) with an event log.
+"""Long stages run as background processes (``python -m core job DIR``) with an event log.
 
-A job is a folder ``workspace/jobs/<id>/`` holding ``job.json`` (key, argv, pid), ``events.jsonl``
-(written by the command through core.progress) and ``output.log`` (its stdout/stderr). Pages find a
-job by its *key* (e.g. ``train:default``): starting a key that is already running returns the running
-job, so Streamlit reruns never start a second copy. A process that died without a final event is
-reported as crashed with the tail of its output.
+A job is a folder ``workspace/jobs/<id>/`` holding ``config.json`` (the stage and its config
+dataclass, ``dataclasses.asdict``), ``job.json`` (key, stage, pid), ``events.jsonl`` (written by
+the stage through core.progress) and ``output.log`` (its stdout/stderr). The child rebuilds the
+same dataclass (``load_config``) and runs the same function the CLI runs, so a page and the
+command line share every default. Pages find a job by its *key* (e.g. ``train:default``): starting
+a key that is already running returns the running job, so Streamlit reruns never start a second
+copy. A process that died without a final event is reported as crashed with the tail of its output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import importlib
 import json
 import os
 import secrets
@@ -28,6 +32,64 @@ from core.errors import JobError
 from core.progress import EVENTS_ENV, EventLog
 
 TERMINAL = ("done", "failed", "cancelled")
+# stage -> (its config dataclass, the function running it: config -> (exit code, result)), as
+# "module:name"; the CLI's subcommands call the same functions.
+STAGES = {
+    "train": ("core.train:TrainConfig", "core.train_cli:run_train"),
+    "export": ("core.export:ExportConfig", "core.export_cli:run_export"),
+    "web-export": ("core.web_export:WebExportConfig", "core.web_export_cli:run_web_export"),
+    "bench": ("core.bench.benchmark:BenchConfig", "core.bench.cli:run_bench"),
+    "generate": ("core.generate.config:GenerateConfig", "core.generate.cli:run_generate"),
+    "selftest": ("core.selftest_cli:SelftestConfig", "core.selftest_cli:run_selftest"),
+}
+
+
+def _resolve(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_of(config) -> str:
+    """The stage whose config dataclass ``config`` is."""
+    for stage, (cls_ref, _) in STAGES.items():
+        module, name = cls_ref.split(":")
+        if type(config).__name__ == name and type(config).__module__ == module:
+            return stage
+    raise JobError(f"{type(config).__name__} is not the config of a stage ({', '.join(STAGES)})")
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the frozen configs hold (labels, runtimes, axes...)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def save_config(job_dir: str | Path, config) -> str:
+    """Write ``config`` (and its stage) as the job folder's config.json; returns the stage."""
+    from core.progress import _jsonable
+
+    stage = stage_of(config)
+    saved = {"stage": stage, "config": _jsonable(dataclasses.asdict(config))}
+    (Path(job_dir) / "config.json").write_text(json.dumps(saved, ensure_ascii=False, indent=1),
+                                               encoding="utf-8")
+    return stage
+
+
+def load_config(job_dir: str | Path):
+    """(stage, config): the dataclass a job was started with, rebuilt from its config.json."""
+    saved = json.loads((Path(job_dir) / "config.json").read_text(encoding="utf-8"))
+    stage = saved["stage"]
+    cls = _resolve(STAGES[stage][0])
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    return stage, cls(**{k: _tuples(v) for k, v in saved["config"].items() if k in init})
+
+
+def run_config(stage: str, config) -> tuple[int, object]:
+    """Run a stage's config the way its CLI subcommand does (progress bar, printed summary)."""
+    return _resolve(STAGES[stage][1])(config)
 
 
 @dataclass
@@ -153,12 +215,13 @@ def find(key: str) -> Job | None:
     return found[-1] if found else None
 
 
-def start(key: str, argv: list[str], env: dict[str, str] | None = None) -> Job:
-    """Run ``python -m core *argv`` in the background, unless a job with ``key`` is running.
+def start(key: str, config, env: dict[str, str] | None = None) -> Job:
+    """Run a stage's ``config`` in the background, unless a job with ``key`` is running.
 
     ``env`` adds environment variables for the child only (e.g. an API key): they are never written
-    to job.json or the event log.
+    to job.json, config.json or the event log.
     """
+    stage_of(config)  # refuse anything that is not a stage's config before making a folder
     with _lock():
         current = find(key)
         if current is not None and not current.status().finished:
@@ -167,14 +230,15 @@ def start(key: str, argv: list[str], env: dict[str, str] | None = None) -> Job:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in key)[:40]
         job_dir = paths.jobs_dir() / f"{stamp}-{secrets.token_hex(3)}-{safe}"
         job_dir.mkdir(parents=True)
+        stage = save_config(job_dir, config)
         events = job_dir / "events.jsonl"
-        EventLog(events).write("start", argv=argv)
+        EventLog(events).write("start", stage=stage)
         child_env = {**os.environ, **(env or {}), EVENTS_ENV: str(events), "PYTHONUNBUFFERED": "1"}
         child_env.setdefault(paths.WORKSPACE_ENV, str(paths.workspace()))
         try:
             with open(job_dir / "output.log", "wb") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "core", *argv],
+                    [sys.executable, "-m", "core", "job", str(job_dir)],
                     cwd=paths.REPO_ROOT,
                     env=child_env,
                     stdin=subprocess.DEVNULL,
@@ -188,7 +252,7 @@ def start(key: str, argv: list[str], env: dict[str, str] | None = None) -> Job:
             created = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:  # it already ended; status() then reads its output
             created = None
-        info = {"key": key, "argv": argv, "pid": proc.pid, "started": time.time(),
+        info = {"key": key, "stage": stage, "pid": proc.pid, "started": time.time(),
                 "create_time": created}
         (job_dir / "job.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
         return Job(job_dir)

@@ -72,3 +72,50 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def staging_dir(dest: str | Path) -> Path:
+    """A new, empty folder beside ``dest`` to build its replacement in (``.NAME.tmp-XXXXXX``)."""
+    import secrets
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(3)}")
+    tmp.mkdir()
+    return tmp
+
+
+def swap_dir(new: str | Path, dest: str | Path) -> Path:
+    """Put the finished folder ``new`` at ``dest`` by renames, so readers see the old folder or
+    the new one, never half of one. The old folder is moved aside (``.NAME.old-XXXXXX``) and
+    removed last; a crash between the two renames is undone by ``clean_leftovers``."""
+    import secrets
+    import shutil
+
+    new, dest = Path(new), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(3)}")
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def clean_leftovers(dest: str | Path) -> list[str]:
+    """Remove what an interrupted build of ``dest`` left beside it (staging folders, a folder
+    moved aside); if the build died between the two renames of ``swap_dir``, put the old folder
+    back. Call it holding the lock that guards ``dest``. Returns what was done."""
+    import shutil
+
+    dest = Path(dest)
+    done = []
+    for path in sorted(dest.parent.glob(f".{dest.name}.*")):
+        if ".old-" in path.name and not dest.exists():
+            os.replace(path, dest)
+            done.append(f"restored {dest.name} from {path.name}")
+        elif ".tmp-" in path.name or ".old-" in path.name:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+            done.append(f"removed {path.name}")
+    return done

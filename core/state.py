@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from core import data, paths
+from core import data
+from core.run import list_runs
 
 
 @dataclass(frozen=True)
@@ -16,29 +16,19 @@ class StageState:
     page: str  # the page that does this stage
 
 
-def runs() -> list[Path]:
-    """Trained run folders (``RUN/model/config.json`` + metrics.json), newest first."""
-    found = [p for p in paths.runs_dir().iterdir() if (p / "model" / "config.json").is_file()]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def _count(pattern: str) -> int:
-    return sum(1 for _ in paths.runs_dir().glob(pattern))
-
-
 def pipeline() -> list[StageState]:
     datasets = data.list_datasets()
-    n_runs = len(runs())
-    exports = _count("*/onnx/model_quantized.onnx")
-    benches = _count("*/bench/*/results.json") + _count("*/bench/results.json")
-    bundles = _count("*/bundle/index.html")
+    runs = list_runs()
+    exports = sum(r.onnx("int8").is_file() for r in runs)
+    benches = sum(len(r.bench_reports()) for r in runs)
+    bundles = sum(r.bundle_report() is not None for r in runs)
     return [
         StageState("Generate", len(datasets) > 1,
                    f"{len(datasets) - 1} saved or generated datasets besides the seed set",
                    "pages/2_Generate.py"),
         StageState("Dataset", True, f"{len(datasets)} datasets (seed set shipped)",
                    "pages/1_Dataset.py"),
-        StageState("Train", n_runs > 0, f"{n_runs} trained runs", "pages/3_Train.py"),
+        StageState("Train", bool(runs), f"{len(runs)} trained runs", "pages/3_Train.py"),
         StageState("Export", exports > 0, f"{exports} runs exported to ONNX INT8",
                    "pages/5_Export.py"),
         StageState("Benchmark", benches > 0, f"{benches} benchmark reports", "pages/6_Benchmark.py"),

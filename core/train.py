@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core import paths
+from core import data, paths
+from core.data import SPLIT_SEED, TEST_FRAC, VAL_FRAC
 from core.errors import ConfigError
 from core.models.registry import BUNDLED_DEFAULT
 from core.predict import classification_metrics  # noqa: F401  (re-exported: train's evaluation)
+from core.freeze import FrozenPrefix
 from core.progress import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -46,11 +49,13 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # share of steps with a linearly rising learning rate
     weight_decay: float = 0.01  # AdamW decay (not applied to biases and LayerNorm)
     max_grad_norm: float = 1.0  # gradient clipping
-    seed: int = 13  # same seed, same data -> same result on CPU
+    seed: int = SPLIT_SEED  # split and initialisation: same seed, same data -> same result
     patience: int = 3  # stop after this many epochs without a better val macro-F1 (0 = never)
     cache_frozen: bool = True  # cache the frozen prefix's hidden states (same result, faster)
-    val_frac: float = 0.15  # stratified validation share (early stopping, model choice)
-    test_frac: float = 0.15  # stratified test share (reported once, for the best epoch)
+    val_frac: float = VAL_FRAC  # stratified validation share (early stopping, model choice)
+    test_frac: float = TEST_FRAC  # stratified test share (reported once, for the best epoch)
+    use_saved_split: bool = True  # a dataset saved with a split (Dataset page) keeps that split
+    # (its fractions and seed replace val_frac/test_frac/seed's split role); False: split here
     labels: tuple[str, ...] | None = None  # label order; None = default order of labels present
     eval_batch_size: int = 64  # batch size for validation/test
     log_every: int = 10  # progress event every N steps
@@ -150,80 +155,6 @@ def _loader(examples, batch_size: int, pad_id: int, shuffle: bool, seed: int):
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=_collate(pad_id))
-
-
-class FrozenPrefix:
-    """Embeddings + encoder layers below ``k``, moved out of the model and run in eval mode.
-
-    The model keeps a pass-through in place of its embeddings and only layers k..N-1, and is called
-    with ``inputs_embeds`` = the prefix's output; every head (BERT pooler, RoBERTa head) works
-    unchanged. The prefix is a shallow copy of the base model (no weights duplicated) whose
-    encoder holds layers 0..k-1. Works for BERT-style encoders (``embeddings`` + ``encoder.layer``).
-    """
-
-    def __init__(self, model, k: int):
-        import copy
-
-        from torch import nn
-
-        self.model, self.k, self.module = model, int(k), None
-        base = model.base_model
-        layers = getattr(getattr(base, "encoder", None), "layer", None)
-        bert_like = hasattr(base, "embeddings") and isinstance(layers, nn.ModuleList)
-        self.num_layers = (len(layers) if bert_like
-                           else int(getattr(model.config, "num_hidden_layers", 0)))
-        if self.k > self.num_layers:
-            raise ConfigError(f"train: freeze_below {self.k} is more than the model's "
-                              f"{self.num_layers} layers; choose 0..{self.num_layers}")
-        if self.k and not bert_like:
-            raise ConfigError(f"train: freezing needs a BERT-style encoder (embeddings + "
-                              f"encoder.layer); {type(model).__name__} is not: use freeze_below 0")
-        self.total = sum(p.numel() for p in model.parameters())
-        if self.k:
-            self._saved = (base.embeddings, layers, getattr(base, "embeddings_project", None))
-            frozen = [base.embeddings, *layers[: self.k]]
-            frozen += [m for m in self._saved[2:] if m is not None]
-            for module in frozen:
-                module.requires_grad_(False)
-            prefix = copy.copy(base)  # new module dict, shared submodules (no weight copies)
-            prefix._modules = dict(base._modules)
-            prefix.encoder = copy.copy(base.encoder)
-            prefix.encoder._modules = dict(base.encoder._modules)
-            prefix.encoder.layer = nn.ModuleList(layers[: self.k])
-            if getattr(prefix, "pooler", None) is not None:
-                prefix.pooler = None  # its output is unused here
-            self.module = prefix.eval()
-            base.embeddings = _passthrough()
-            if self._saved[2] is not None:  # ELECTRA projects embeddings; the prefix did it
-                base.embeddings_project = nn.Identity()
-            base.encoder.layer = nn.ModuleList(layers[self.k:])
-        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    def __call__(self, batch: dict):
-        keys = ("input_ids", "attention_mask", "token_type_ids")
-        return self.module(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
-
-    def restore(self) -> None:
-        """Put the frozen modules back so the saved model is the whole, ordinary HF model."""
-        if self.module is None:
-            return
-        base = self.model.base_model
-        base.embeddings, base.encoder.layer = self._saved[0], self._saved[1]
-        if self._saved[2] is not None:
-            base.embeddings_project = self._saved[2]
-        self.module = None
-
-
-def _passthrough():
-    from torch import nn
-
-    class PrefixOutput(nn.Module):
-        """Stands in for the embeddings: the hidden states arrive as ``inputs_embeds``."""
-
-        def forward(self, inputs_embeds=None, **_):
-            return inputs_embeds
-
-    return PrefixOutput()
 
 
 class Trainer:
@@ -369,13 +300,11 @@ class Trainer:
                 "epoch_seconds": [r["seconds"] for r in history]}
 
     def save(self, model_dir: Path, tokenizer) -> None:
-        import shutil
-
+        """Write the whole model (frozen prefix put back) into the new folder ``model_dir``."""
         from core.models.registry import quiet_transformers
 
         model = self.acc.unwrap_model(self.model)
         self.prefix.restore()
-        shutil.rmtree(model_dir, ignore_errors=True)
         with quiet_transformers():
             model.save_pretrained(model_dir)
         tokenizer.model_max_length = self.config.max_length  # predict/export truncate the same way
@@ -407,17 +336,54 @@ def run(config: TrainConfig, on_progress: ProgressFn | None = None) -> TrainResu
         torch.set_num_threads(before)  # a library call leaves the process as it found it
 
 
+def split_params(config: TrainConfig) -> dict:
+    """How the run splits its data: the dataset's saved split (Dataset page) when it has one and
+    ``use_saved_split``, else the config's fractions and seed. Recorded in metrics.json."""
+    saved = data.saved_split_params(config.data) if config.use_saved_split else None
+    how = saved or {"val_frac": config.val_frac, "test_frac": config.test_frac,
+                    "seed": config.seed}
+    return {"data": config.data, **how, "source": "saved with the dataset" if saved else "config"}
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or a plain single process): the one that takes the lock and writes the run."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def _run(config: TrainConfig, emit: ProgressFn) -> TrainResult:
+    """Train into a staging folder beside the run and swap it in at the end (core.paths.swap_dir):
+    a crash, kill or cancel at any moment leaves the previous run whole and usable."""
+    from core.run import RunFolder
+
+    run = RunFolder(config.run_dir())
+    if not _is_main_process():
+        return _train(config, emit, None)
+    with run.lock("train"):
+        for note in paths.clean_leftovers(run.root):
+            log.info("%s: %s", run.root, note)
+        staging = paths.staging_dir(run.root)
+        try:
+            result = _train(config, emit, staging)
+            paths.swap_dir(staging, run.root)
+        finally:
+            if staging.exists():
+                import shutil
+
+                shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from core import data
     from core.models.registry import load_for_classification
 
     started = time.perf_counter()
     records = data.load_dataset(config.data)
     labels = _label_order(records, config.labels)
-    split = data.split_records(records, config.val_frac, config.test_frac, config.seed)
+    how = split_params(config)
+    split = data.split_records(records, how["val_frac"], how["test_frac"], how["seed"])
     if not split.val or not split.train:
         raise ConfigError(f"train: {len(records)} records give split {split.sizes()}; "
                           "the validation and training splits both need records (add data)")
@@ -438,38 +404,17 @@ def _run(config: TrainConfig, emit: ProgressFn) -> TrainResult:
           "split": split.sizes()})
     trainer = Trainer(accelerator, model, prefix, loaders, config, labels, emit)
     outcome = trainer.fit()
-    run_dir, model_dir = config.run_dir(), config.run_dir() / "model"
-    if accelerator.is_main_process:
-        trainer.save(model_dir, tokenizer)
+    run_dir = config.run_dir()
     result = TrainResult(
-        run_dir=str(run_dir), model_dir=str(model_dir), labels=labels, base=str(config.base),
-        freeze_below=prefix.k, num_layers=prefix.num_layers, trainable_params=prefix.trainable,
-        total_params=prefix.total, train_seconds=round(time.perf_counter() - started, 2),
-        split_sizes=split.sizes(), **outcome)
-    if accelerator.is_main_process:
-        metrics = {**asdict(result), "config": asdict(config)}
-        paths.atomic_write_text(run_dir / "metrics.json",
+        run_dir=str(run_dir), model_dir=str(run_dir / "model"), labels=labels,
+        base=str(config.base), freeze_below=prefix.k, num_layers=prefix.num_layers,
+        trainable_params=prefix.trainable, total_params=prefix.total,
+        train_seconds=round(time.perf_counter() - started, 2), split_sizes=split.sizes(),
+        **outcome)
+    if staging is not None:  # the main process writes the new run folder
+        trainer.save(staging / "model", tokenizer)
+        metrics = {**asdict(result), "config": asdict(config), "split": how}
+        paths.atomic_write_text(staging / "metrics.json",
                                 json.dumps(metrics, ensure_ascii=False, indent=2))
     accelerator.wait_for_everyone()
     return result
-
-
-def saved_split(run_dir: str | Path):
-    """(dataset, Split): the data and the stratified split a run was trained with.
-
-    Rebuilt from the ``config`` in the run's metrics.json (dataset, fractions, seed), so the
-    export gates and the benchmark score on sentences the model never trained on; a run without
-    metrics.json gets the seed set and TrainConfig's default split.
-    """
-    from core import data
-
-    try:
-        saved = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError):
-        saved = {}
-    defaults = TrainConfig()
-    name = saved.get("data", defaults.data)
-    split = data.split_records(data.load_dataset(name), saved.get("val_frac", defaults.val_frac),
-                               saved.get("test_frac", defaults.test_frac),
-                               saved.get("seed", defaults.seed))
-    return name, split

@@ -20,8 +20,8 @@ def register(subparsers) -> None:
         description="Fine-tune an encoder with its lower layers frozen. With no arguments trains "
                     f"{BUNDLED_DEFAULT} on the seed set into workspace/runs/default.")
     train.add_argument("--data", help="dataset JSONL path or saved dataset name (default: seed)")
-    train.add_argument("--base", default=BUNDLED_DEFAULT,
-                       help="bundled name, Hugging Face id (e.g. klue/bert-base) or model folder")
+    train.add_argument("--base", help=f"bundled name (default {BUNDLED_DEFAULT}), Hugging Face "
+                                      "id (e.g. klue/bert-base) or model folder")
     train.add_argument("--freeze-below", type=int, default=None, metavar="K",
                        help="freeze embeddings and encoder layers below K (0 trains all)")
     train.add_argument("--epochs", type=int, default=None)
@@ -36,8 +36,11 @@ def register(subparsers) -> None:
     train.add_argument("--labels", help="comma-separated label order (default: labels present)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: one per core; 1 helps on a busy machine)")
-    train.add_argument("--no-cache", action="store_true",
+    train.add_argument("--no-cache", dest="cache_frozen", action="store_false", default=None,
                        help="recompute the frozen layers every epoch (slower, same result)")
+    train.add_argument("--ignore-saved-split", dest="use_saved_split", action="store_false",
+                       default=None, help="split with --val-frac/--test-frac/--seed even when the "
+                                          "dataset was saved with a split")
     train.add_argument("--out", help="run folder (default: workspace/runs/default)")
     train.set_defaults(handler=_train)
 
@@ -55,29 +58,34 @@ def register(subparsers) -> None:
     predict.set_defaults(handler=_predict)
 
 
-_FIELDS = {"data": "data", "freeze_below": "freeze_below", "epochs": "epochs",
+_FIELDS = {"data": "data", "base": "base", "freeze_below": "freeze_below", "epochs": "epochs",
            "lr": "learning_rate", "batch_size": "batch_size", "max_length": "max_length",
            "patience": "patience", "seed": "seed", "val_frac": "val_frac",
-           "test_frac": "test_frac", "out": "out_dir", "threads": "num_threads"}
+           "test_frac": "test_frac", "out": "out_dir", "threads": "num_threads",
+           "cache_frozen": "cache_frozen", "use_saved_split": "use_saved_split"}
 
 
 def train_config_from_args(args: argparse.Namespace):
     """Only the flags given override TrainConfig's defaults, so both front doors share them."""
+    from core.cli import overrides
     from core.labels import parse_labels
     from core.train import TrainConfig
 
-    kwargs = {field: getattr(args, flag) for flag, field in _FIELDS.items()
-              if getattr(args, flag, None) is not None}
+    kwargs = overrides(args, _FIELDS)
     if args.labels:
         kwargs["labels"] = parse_labels(args.labels)
-    return TrainConfig(base=args.base, cache_frozen=not args.no_cache, **kwargs)
+    return TrainConfig(**kwargs)
 
 
 def _train(args) -> tuple[int, object]:
+    return run_train(train_config_from_args(args))
+
+
+def run_train(config) -> tuple[int, object]:
+    """Train with a progress bar and a one-line summary (the CLI and background jobs)."""
     from core.progress import CliProgress
     from core.train import run
 
-    config = train_config_from_args(args)
     progress = CliProgress("train")
     try:
         result = run(config, on_progress=progress)

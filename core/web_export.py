@@ -21,10 +21,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import paths
-from core.errors import ConfigError, WebExportError
+import numpy as np
+
+from core import gates, paths
+from core.errors import ConfigError, GateError, WebExportError
 from core.progress import ProgressFn
-from core.runtimes.base import find_model_dir, model_labels, run_folder
+from core.run import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,13 @@ class WebExportConfig:
     out_dir: str | None = None  # bundle folder; None = <run>/bundle (replaced if it is a bundle)
     zip: bool = False  # also write <out_dir>.zip (files under one top folder)
     examples: int = 8  # example sentences from the seed set shown on the page (0 = none)
-    max_length: int | None = None  # tokens; None = the tokenizer's model_max_length capped at 512
+    max_length: int | None = None  # tokens; None = the run's own (where predict truncates)
     title: str = "한국어 감정 분류"  # page heading
     export_data: str | None = None  # labeled set for the INT8 export's gates if it must run first
     node_modules: str | None = None  # where npm put the packages; None = web_export/node_modules
-    max_model_mb: float = 35.0  # a larger INT8 model is reported as a warning
-    max_total_mb: float = 60.0  # a larger bundle is reported as a warning
+    max_model_mb: float = gates.MAX_MODEL_MB  # a larger INT8 model is reported as a warning
+    max_total_mb: float = gates.MAX_BUNDLE_MB  # a larger bundle is reported as a warning
+    allow_int8_drift: bool = False  # ship a model file that fails the agreement/F1 gates anyway
 
     def __post_init__(self):
         if not str(self.model).strip():
@@ -89,6 +92,7 @@ class WebExportResult:
     max_length: int
     exported_int8: bool  # True when the INT8 model was exported first by this call
     seconds: float
+    gates: list[dict] = field(default_factory=list)  # verdicts on the shipped file (core.gates)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -112,16 +116,40 @@ def _vendor_root(config: WebExportConfig) -> Path:
     return root
 
 
-def _ensure_int8(config: WebExportConfig, run_dir: Path, emit: ProgressFn) -> bool:
+def _ensure_int8(config: WebExportConfig, run: RunFolder, emit: ProgressFn) -> bool:
     """Export INT8 through core.export when the run has none yet; True when it ran."""
-    if (run_dir / INT8_PATH).is_file():
+    if run.onnx("int8").is_file():
         return False
     from core import export
 
-    log.info("%s has no %s: exporting it first", run_dir, INT8_PATH)
-    sub = export.ExportConfig(model=str(run_dir), openvino=False, data=config.export_data)
+    log.info("%s has no %s: exporting it first", run.root, INT8_PATH)
+    sub = export.ExportConfig(model=str(run.root), openvino=False, data=config.export_data,
+                              max_length=config.max_length,
+                              allow_int8_drift=config.allow_int8_drift)
     export.run(sub, lambda e: emit({**e, "message": f"INT8 export: {e.get('message', '')}"}))
     return True
+
+
+def _gate_shipped(config: WebExportConfig, run: RunFolder, shipped: Path, max_length: int
+                  ) -> tuple[list[dict], dict]:
+    """The file the bundle ships, run by ONNX Runtime on the run's validation split (or
+    ``export_data``) against ONNX FP32: label agreement and macro-F1 drop (core/gates.py)."""
+    from core import data
+    from core.predict import logit_scores
+    from core.runtimes import load
+
+    labels = run.labels()
+    records = data.load_dataset(config.export_data) if config.export_data \
+        else run.saved_split()[1].val
+    records = [r for r in records if r.label in labels]
+    texts = [r.text for r in records]
+    gold = np.array([labels.index(r.label) for r in records])
+    fp32 = load(run.onnx("fp32"), max_length=max_length).logits(texts)
+    got = load(shipped, max_length=max_length).logits(texts)
+    scores = logit_scores(gold, got, fp32)
+    scores["macro_f1_delta"] = scores["macro_f1"] - logit_scores(gold, fp32)["macro_f1"]
+    scores["eval_size"] = len(texts)
+    return [v.as_dict() for v in gates.quantized(scores, "bundle model")], scores
 
 
 def _check_graph(onnx_path: Path) -> list[str]:
@@ -139,22 +167,20 @@ def _check_graph(onnx_path: Path) -> list[str]:
     return names
 
 
-def _tokenizer_facts(model_dir: Path, max_length: int | None) -> tuple[int, int]:
-    """(max_length, end_special_tokens) exactly as the Python runtimes truncate.
+def _end_special_tokens(model_dir: Path) -> int:
+    """How many special tokens the tokenizer appends after the text.
 
     The Python side truncates the text to max_length minus the special tokens, then adds them; the
     page reproduces that by keeping the last ``end_special_tokens`` ids (core.runtimes.base).
     """
     from tokenizers import Tokenizer
 
-    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    limit = int(max_length or min(int(tok_cfg.get("model_max_length") or 512), 512))
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     bare = tok.encode("가나다 abc", add_special_tokens=False).ids
     full = tok.encode("가나다 abc").ids
     start = next((i for i in range(len(full) - len(bare) + 1)
                   if full[i:i + len(bare)] == bare), 0)
-    return limit, len(full) - start - len(bare)
+    return len(full) - start - len(bare)
 
 
 def _examples(labels: list[str], n: int) -> list[dict]:
@@ -217,88 +243,98 @@ def breakdown(files: dict[str, int]) -> dict[str, int]:
 
 
 def _zip(folder: Path, zip_path: Path) -> None:
-    tmp = zip_path.with_name(f".{zip_path.name}.{secrets.token_hex(3)}.tmp")
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp-{secrets.token_hex(3)}")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for rel in file_sizes(folder):
             zf.write(folder / rel, f"{folder.name}/{rel}")
     os.replace(tmp, zip_path)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished bundle into place; only an earlier bundle (or an empty folder) is removed."""
-    if out.exists():
-        if out.is_file() or (any(out.iterdir()) and not (out / FACTS).is_file()):
-            raise ConfigError(f"web-export: {out} exists and is not a bundle; choose another "
-                              "--out (an earlier bundle there would be replaced)")
-        old = out.with_name(f".{out.name}.old-{secrets.token_hex(3)}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+def _check_target(out: Path) -> None:
+    """Only an earlier bundle (or an empty folder) may be replaced."""
+    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / FACTS).is_file())):
+        raise ConfigError(f"web-export: {out} exists and is not a bundle; choose another "
+                          "--out (an earlier bundle there would be replaced)")
 
 
-def _size_warnings(config: WebExportConfig, model_bytes: int, total_bytes: int) -> list[str]:
-    warnings = []
-    if _mb(model_bytes) > config.max_model_mb:
-        warnings.append(f"model is {_mb(model_bytes)} MB, over the {config.max_model_mb} MB target")
-    if _mb(total_bytes) > config.max_total_mb:
-        warnings.append(f"bundle is {_mb(total_bytes)} MB, over the {config.max_total_mb} MB target")
-    return warnings
+def _size_gates(config: WebExportConfig, model_bytes: int, total_bytes: int) -> list[dict]:
+    return [gates.size(_mb(model_bytes), config.max_model_mb, "bundle model").as_dict(),
+            gates.size(_mb(total_bytes), config.max_total_mb, "whole bundle").as_dict()]
+
+
+def _align_max_length(folder: Path, max_length: int) -> None:
+    """Make tokenizer_config.json's model_max_length the page's limit: transformers.js and
+    AutoTokenizer truncate at it, so all three cut a long text at the same token."""
+    path = folder / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if cfg.get("model_max_length") != max_length:
+        cfg["model_max_length"] = max_length
+        paths.atomic_write_text(path, json.dumps(cfg, ensure_ascii=False, indent=2) + "\n")
+
+
+def _build(config: WebExportConfig, run: RunFolder, tmp: Path, vendor: Path, emit) -> dict:
+    """Fill the staging folder ``tmp``: files, facts, gates on the shipped model, the report."""
+    onnx_path = run.onnx("int8")
+    inputs = _check_graph(onnx_path)
+    emit({"done": 1, "total": 5, "message": "tokenizer facts and examples"})
+    labels, max_length = run.labels(), config.max_length or run.max_length
+    facts = {"title": config.title, "labels": labels, "max_length": max_length,
+             "end_special_tokens": _end_special_tokens(run.model_dir), "inputs": inputs,
+             "model_mb": _mb(onnx_path.stat().st_size), "model_file": INT8_PATH,
+             "examples": _examples(labels, config.examples), "source_run": run.name,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    emit({"done": 2, "total": 5, "message": "copying model, tokenizer, page, runtime"})
+    _fill(tmp, run.model_dir, onnx_path, vendor)
+    _align_max_length(tmp, max_length)
+    paths.atomic_write_text(tmp / FACTS, json.dumps(facts, ensure_ascii=False, indent=2))
+    emit({"done": 3, "total": 5, "message": "checking the shipped model against FP32"})
+    verdicts, scores = _gate_shipped(config, run, tmp / INT8_PATH, max_length)
+    files = file_sizes(tmp)
+    verdicts += _size_gates(config, files[INT8_PATH], sum(files.values()))
+    report = {"files": files, "breakdown_bytes": breakdown(files),
+              "total_bytes": sum(files.values()), "labels": labels, "max_length": max_length,
+              "source_run": run.name, "created": facts["created"], "gates": verdicts,
+              "scores": scores}
+    paths.atomic_write_text(tmp / REPORT, json.dumps(report, ensure_ascii=False, indent=2))
+    return report
 
 
 def run(config: WebExportConfig, on_progress: ProgressFn | None = None) -> WebExportResult:
     emit = on_progress or (lambda event: None)
     t0 = time.perf_counter()
     vendor = _vendor_root(config)
-    model_dir = find_model_dir(config.model)
-    run_dir = run_folder(model_dir)
-    out = (Path(config.out_dir) if config.out_dir else run_dir / "bundle").resolve()
-    total = 5
-    emit({"done": 0, "total": total, "message": "INT8 model"})
-    exported = _ensure_int8(config, run_dir, emit)
-    onnx_path = run_dir / INT8_PATH
-    inputs = _check_graph(onnx_path)
-
-    emit({"done": 1, "total": total, "message": "tokenizer facts and examples"})
-    labels = model_labels(model_dir)
-    max_length, end_tokens = _tokenizer_facts(model_dir, config.max_length)
-    facts = {"title": config.title, "labels": labels, "max_length": max_length,
-             "end_special_tokens": end_tokens, "inputs": inputs,
-             "model_mb": _mb(onnx_path.stat().st_size), "model_file": INT8_PATH,
-             "examples": _examples(labels, config.examples), "source_run": run_dir.name,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-    emit({"done": 2, "total": total, "message": "copying model, tokenizer, page, runtime"})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(3)}")
-    try:
-        _fill(tmp, model_dir, onnx_path, vendor)
-        paths.atomic_write_text(tmp / FACTS, json.dumps(facts, ensure_ascii=False, indent=2))
-        files = file_sizes(tmp)
-        groups = breakdown(files)
-        report = {"files": files, "breakdown_bytes": groups, "total_bytes": sum(files.values()),
-                  "labels": labels, "max_length": max_length, "source_run": run_dir.name,
-                  "created": facts["created"]}
-        paths.atomic_write_text(tmp / REPORT, json.dumps(report, ensure_ascii=False, indent=2))
-        emit({"done": 3, "total": total, "message": f"writing {out}"})
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    zip_path = out.with_name(out.name + ".zip") if config.zip else None
-    if zip_path:
-        emit({"done": 4, "total": total, "message": f"zipping {zip_path.name}"})
-        _zip(out, zip_path)
-    total_bytes = sum(files.values())
+    run_folder = RunFolder.of(config.model)
+    out = (Path(config.out_dir) if config.out_dir else run_folder.bundle_dir).resolve()
+    _check_target(out)
+    with run_folder.lock("web-export"):
+        paths.clean_leftovers(out)
+        emit({"done": 0, "total": 5, "message": "INT8 model"})
+        exported = _ensure_int8(config, run_folder, emit)
+        tmp = paths.staging_dir(out)
+        try:
+            report = _build(config, run_folder, tmp, vendor, emit)
+            accuracy = [v for v in report["gates"] if v["gate"] != "size"]
+            if not gates.passed(accuracy) and not config.allow_int8_drift:
+                raise GateError("web-export: the bundle's model fails its gates, so the previous "
+                                "bundle is kept: " + "; ".join(gates.failures(accuracy))
+                                + ". Pass --allow-int8-drift to ship it anyway.")
+            emit({"done": 4, "total": 5, "message": f"writing {out}"})
+            paths.swap_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        zip_path = out.with_name(out.name + ".zip") if config.zip else None
+        if zip_path:
+            _zip(out, zip_path)
+    files = report["files"]
     result = WebExportResult(
-        str(out), str(zip_path) if zip_path else None, _mb(files[INT8_PATH]), _mb(total_bytes),
-        _mb(zip_path.stat().st_size) if zip_path else None,
-        {k: _mb(v) for k, v in groups.items()}, files, labels, max_length, exported,
-        round(time.perf_counter() - t0, 2), _size_warnings(config, files[INT8_PATH], total_bytes))
+        str(out), str(zip_path) if zip_path else None, _mb(files[INT8_PATH]),
+        _mb(report["total_bytes"]), _mb(zip_path.stat().st_size) if zip_path else None,
+        {k: _mb(v) for k, v in report["breakdown_bytes"].items()}, files, report["labels"],
+        report["max_length"], exported, round(time.perf_counter() - t0, 2), report["gates"],
+        gates.failures(report["gates"]))
     for w in result.warnings:
         log.warning(w)
-    emit({"done": total, "total": total, "message": "done", "total_mb": result.total_mb})
+    emit({"done": 5, "total": 5, "message": "done", "total_mb": result.total_mb})
     return result
 
 
@@ -312,12 +348,3 @@ def serve_bundle(directory: str | Path, port: int = 0, isolation: bool = True):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.serve_in_thread(str(directory), port, isolation)
-
-
-
-def load_report(bundle_dir: str | Path) -> dict | None:
-    """The bundle's bundle_report.json (files, size breakdown), or None when there is no bundle."""
-    try:
-        return json.loads((Path(bundle_dir) / REPORT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

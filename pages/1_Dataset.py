@@ -85,9 +85,9 @@ st.dataframe(view, hide_index=True, height=320)
 
 st.subheader("Save and download")
 c1, c2, c3 = st.columns(3)
-val_frac = c1.slider("Validation fraction", 0.0, 0.4, 0.15, 0.05)
-test_frac = c2.slider("Test fraction", 0.0, 0.4, 0.15, 0.05)
-seed = c3.number_input("Split seed", 0, 2**31 - 1, 13)
+val_frac = c1.slider("Validation fraction", 0.0, 0.4, data.VAL_FRAC, 0.05)
+test_frac = c2.slider("Test fraction", 0.0, 0.4, data.TEST_FRAC, 0.05)
+seed = c3.number_input("Split seed", 0, 2**31 - 1, data.SPLIT_SEED)
 try:
     split = data.split_records(records, val_frac, test_frac, int(seed))
 except ValueError as exc:
@@ -98,8 +98,10 @@ st.caption("Split sizes: " + ", ".join(f"{k} {v}" for k, v in split.sizes().item
 name = st.text_input("Save as dataset named", "my-dataset")
 if st.button("Save to workspace", type="primary"):
     try:
-        path = data.save_dataset(name, records)
-        st.success(f"Saved {len(records)} records to {path}")
+        path = data.save_dataset(name, records, split={"val_frac": val_frac,
+                                                       "test_frac": test_frac, "seed": int(seed)})
+        st.success(f"Saved {len(records)} records as dataset {path.stem!r} with this split: "
+                   "training on it uses the same train/validation/test sentences.")
     except Exception as exc:  # shown as a message, never a traceback
         show_error(exc)
 d1, d2 = st.columns(2)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import jobs, paths
 from core.generate import API_KEY_ENV, DEFAULT_AXES, DEFAULT_MODEL, GenerateConfig, estimate
-from core.generate.cli import config_to_argv, parse_quotas
+from core.generate.cli import parse_quotas
 from core.generate.store import tail_rows
 from core.labels import DEFAULT_LABEL_NAMES
 from pages.common import job_panel, page, show_error
@@ -91,7 +91,7 @@ if not api_key:
 label = "Resume" if existing else "Start"
 if st.button(label, type="primary", disabled=not api_key or running or est.requests == 0):
     try:
-        jobs.start(job_key, config_to_argv(config), env={API_KEY_ENV: api_key})
+        jobs.start(job_key, config, env={API_KEY_ENV: api_key})
         st.rerun()
     except Exception as exc:
         show_error(exc)

@@ -1,15 +1,15 @@
 """Train: fine-tune an encoder with its lower layers frozen, as a background job."""
 
-import json
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import data, jobs, paths, state
+from core import data, paths
+from core.errors import StudioError
 from core.models.registry import BUNDLED_DEFAULT, BUNDLED_MODELS, SUGGESTED_HUB_MODELS
-from core.train import DEFAULT_FREEZE_BELOW, TrainConfig
-from pages.common import job_panel, page, show_error
+from core.run import list_runs
+from core.train import TrainConfig
+from pages.common import job_panel, page, start_job
 
 page("Train")
 st.caption("Fine-tunes a BERT-family encoder; embeddings and encoder layers below K stay frozen "
@@ -24,7 +24,7 @@ if base.startswith("other"):
     base = c2.text_input("Hub id or local model folder", "")
 defaults = TrainConfig()
 c3, c4, c5, c6 = st.columns(4)
-freeze = c3.number_input("Freeze layers below K", 0, 48, DEFAULT_FREEZE_BELOW,
+freeze = c3.number_input("Freeze layers below K", 0, 48, defaults.freeze_below,
                          help="0 trains every layer; the reference workflow uses 7 of 12")
 epochs = c4.number_input("Max epochs", 1, 100, defaults.epochs)
 lr = c5.number_input("Learning rate", 1e-6, 1e-2, defaults.learning_rate, format="%.0e")
@@ -35,19 +35,21 @@ seed = c8.number_input("Seed", 0, 2**31 - 1, defaults.seed)
 name = c9.text_input("Run name", "default" if base == BUNDLED_DEFAULT else "run-1")
 
 key = f"train:{name.strip()}"
+if data.saved_split_params(datasets[dataset]):
+    st.caption("This dataset was saved with its train/validation/test split on the Dataset page: "
+               "training uses that split.")
+
+
+def train_config() -> TrainConfig:
+    run_name = paths.check_name(name, "run name")
+    return TrainConfig(data=str(datasets[dataset]), base=base, freeze_below=int(freeze),
+                       epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
+                       max_length=int(max_length), seed=int(seed),
+                       out_dir=str(paths.runs_dir() / run_name))
+
+
 if st.button("Start training", type="primary", disabled=not base or not name.strip()):
-    try:
-        run_name = paths.check_name(name, "run name")
-        # Build the config here too, so a bad value is shown at once instead of in the job.
-        TrainConfig(data=str(datasets[dataset]), base=base, freeze_below=int(freeze),
-                    epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
-                    max_length=int(max_length), seed=int(seed))
-        jobs.start(key, ["train", "--data", str(datasets[dataset]), "--base", base,
-                         "--freeze-below", str(freeze), "--epochs", str(epochs), "--lr", str(lr),
-                         "--batch-size", str(batch), "--max-length", str(max_length),
-                         "--seed", str(seed), "--out", str(paths.runs_dir() / run_name)])
-    except Exception as exc:  # shown as a message, never a traceback
-        show_error(exc)
+    start_job(key, train_config)
 
 status = job_panel(key, chart_fields=("loss",))
 if status is not None:
@@ -59,21 +61,21 @@ if status is not None:
                         width="stretch")
 
 st.subheader("Trained runs")
-rows = []
-for run_dir in state.runs():
+rows, runs = [], {}
+for run in list_runs():
     try:
-        m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        m = run.metrics()
+    except StudioError:
         continue
+    runs[run.name] = m
     test = m.get("test") or {}
-    rows.append({"run": run_dir.name, "base": m.get("base"), "K": m.get("freeze_below"),
+    rows.append({"run": run.name, "base": m.get("base"), "K": m.get("freeze_below"),
                  "val macro-F1": (m.get("val") or {}).get("macro_f1"),
                  "test macro-F1": test.get("macro_f1"), "test accuracy": test.get("accuracy"),
                  "epochs": m.get("epochs_run"), "seconds": m.get("train_seconds")})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    pick = st.selectbox("Details of run", [r["run"] for r in rows])
-    metrics = json.loads((paths.runs_dir() / pick / "metrics.json").read_text(encoding="utf-8"))
+    metrics = runs[st.selectbox("Details of run", list(runs))]
     test = metrics.get("test") or metrics.get("val") or {}
     if test.get("confusion_matrix"):
         labels = metrics["labels"]

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import export, runtimes
+from core import runtimes
 from pages.common import page, pick_run, show_error
 
 EXAMPLES = ["드디어 합격 문자 왔다!!! 엄마한테 제일 먼저 전화함 ㅠㅠ",
@@ -23,9 +23,9 @@ def load_runtime(path: str, mtime: float):  # mtime: a re-exported file is loade
 
 
 page("Demo")
-run_dir = pick_run("No trained run yet: train one on the Train page (or run `make run`, "
+run = pick_run("No trained run yet: train one on the Train page (or run `make run`, "
                    "which builds the default model on first launch).")
-available = export.model_files(run_dir)
+available = run.runnable()
 chosen = st.multiselect("Runtimes", list(available), default=list(available)[:1],
                         help="Export the run to get ONNX and OpenVINO choices.")
 example = st.selectbox("Example", ["(type your own)"] + EXAMPLES)

@@ -6,8 +6,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import bench_report, state
-from core.benchmark import RUNTIMES, BenchConfig, load_results, skip_reason
+from core.bench import report as bench_report
+from core.bench.benchmark import RUNTIMES, BenchConfig, load_results, skip_reason
+from core.run import list_runs
 from pages.common import job_panel, page, pick_run, show_error, start_job
 
 page("Benchmark")
@@ -15,17 +16,18 @@ st.caption("Every runtime runs in its own process, warmed up, in interleaved rou
            "all samples; speed-ups and memory ratios are against PyTorch FP32 measured in the "
            "same run. Rows that cannot run on this machine are listed with the reason.")
 
-run_dir = pick_run("No trained run yet: train one on the Train page, export it on the "
+run = pick_run("No trained run yet: train one on the Train page, export it on the "
                    "Export page, then benchmark it here.")
-key = f"bench:{run_dir.name}"
+key = f"bench:{run.name}"
 
 
 def row_name(k: str) -> str:
     return f"{RUNTIMES[k].runtime} {RUNTIMES[k].precision.upper()} ({k})"
 
 
-reasons = {k: skip_reason(spec, run_dir, BenchConfig(str(run_dir))) for k, spec in RUNTIMES.items()}
-with st.expander("New benchmark", expanded=not bench_report.list_saved(run_dir)):
+defaults = BenchConfig(str(run.root))
+reasons = {k: skip_reason(spec, run, defaults) for k, spec in RUNTIMES.items()}
+with st.expander("New benchmark", expanded=not run.bench_reports()):
     chosen = st.multiselect("Runtimes", list(RUNTIMES), format_func=row_name,
                             default=[k for k, why in reasons.items() if why is None])
     unavailable = {k: why for k, why in reasons.items() if why and k in chosen}
@@ -36,20 +38,19 @@ with st.expander("New benchmark", expanded=not bench_report.list_saved(run_dir))
     quick = c1.checkbox("Quick (about a minute)", value=True)
     rounds = c2.number_input("Rounds (0 = default)", 0, 20, 0)
     threads = c3.number_input("Threads (0 = all cores)", 0, 256, 0)
-    serving = c4.checkbox("HTTP serving rows", value=True)
-    clients = st.slider("Concurrent HTTP clients", 1, 16, 4, disabled=not serving)
+    serving = c4.checkbox("HTTP serving rows", value=defaults.serving)
+    clients = st.slider("Concurrent HTTP clients", 1, 16, defaults.serving_clients,
+                        disabled=not serving)
     if st.button("Run benchmark", type="primary", disabled=not chosen):
-        argv = ["bench", "--model", str(run_dir), "--runtimes", ",".join(chosen),
-                "--clients", str(clients)]
-        argv += ["--quick"] * quick + ["--no-serving"] * (not serving)
-        argv += ["--rounds", str(rounds)] * bool(rounds) + ["--threads", str(threads)] * bool(threads)
-        start_job(key, argv)
+        start_job(key, lambda: BenchConfig(
+            str(run.root), runtimes=tuple(chosen), quick=quick, rounds=rounds or None,
+            threads=threads or None, serving=serving, serving_clients=clients))
 job_panel(key)
 
-saved = bench_report.list_saved(run_dir)
+saved = run.bench_reports()
 if not saved:
     st.info("No saved benchmark for this run yet: start one above "
-            f"(or `python -m core bench --model {run_dir} --quick`).")
+            f"(or `python -m core bench --model {run.root} --quick`).")
     st.stop()
 folder = st.selectbox("Saved benchmark", saved, format_func=lambda p: p.name)
 try:
@@ -60,11 +61,16 @@ except (OSError, ValueError) as exc:
 
 t = results["targets"]
 m1, m2, m3 = st.columns(3)
-m1.metric("Best CPU runtime (batch 1, typical)", t["best_cpu"] or "–")
+m1.metric("Best CPU runtime, accuracy kept (batch 1, typical)", t["best_cpu"] or "–")
 m2.metric("Speed-up vs PyTorch FP32", f"{t['best_cpu_speedup']:.1f}x" if t["best_cpu_speedup"]
-          else "–", help=f"target ≥ {t['speedup_target']}x with macro-F1 within 1 point")
+          else "–", help=f"target ≥ {t['speedup_target']}x with labels agreeing ≥ "
+          f"{t.get('agreement_target', '–')}% and macro-F1 within {t.get('f1_drop_target', 1)} "
+          "point of PyTorch")
 m3.metric("Lowest INT8 peak memory vs PyTorch", f"{t['int8_mem_ratio']:.2f}x"
           if t["int8_mem_ratio"] else "–", help=f"target ≤ {t['mem_target']}x")
+if t.get("excluded_faster"):
+    st.caption("Faster but left out of the headline for losing accuracy: "
+               + ", ".join(t["excluded_faster"]))
 mach = results["machine"]
 st.caption(f"{mach['cpu']} · {mach['logical_cores']} cores, {mach['threads']} threads · flags: "
            f"{', '.join(mach['cpu_flags']) or '–'} · load avg {mach['load_avg']} · "
@@ -90,7 +96,7 @@ d2.download_button("results.json", json.dumps(results, indent=1, ensure_ascii=Fa
 d3.download_button("results.csv", bench_report.to_csv(results), file_name="results.csv",
                    mime="text/csv")
 
-others = [p for r in state.runs() for p in bench_report.list_saved(r) if p != folder]
+others = [p for r in list_runs() for p in r.bench_reports() if p != folder]
 if others:
     st.subheader("Compare with another saved benchmark")
     other = st.selectbox("Benchmark B", others, format_func=lambda p: f"{p.parent.parent.name} / "
@@ -100,6 +106,6 @@ if others:
     except (OSError, ValueError) as exc:
         show_error(exc)
         st.stop()
-    st.caption(f"A = {run_dir.name} / {folder.name}, B = {other.parent.parent.name} / "
+    st.caption(f"A = {run.name} / {folder.name}, B = {other.parent.parent.name} / "
                f"{other.name}; a positive p50 change means B is slower.")
     st.dataframe(pd.DataFrame(diff), hide_index=True)

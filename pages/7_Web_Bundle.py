@@ -4,8 +4,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import jobs, web_export
-from pages.common import job_panel, page, pick_run, show_error
+from core import gates, web_export
+from pages.common import job_panel, page, pick_run, start_job
 
 page("Web bundle")
 st.caption("A static page that classifies Korean text in the browser with onnxruntime-web (INT8, "
@@ -17,27 +17,22 @@ if missing:
     st.warning("The browser packages are not installed: run `make setup` (or "
                f"`cd web_export && npm ci`). Missing: {missing[0]}")
 
-run_dir = pick_run()
-bundle_dir = run_dir / "bundle"
-zip_path = bundle_dir.with_name(bundle_dir.name + ".zip")
+run = pick_run()
+defaults = web_export.WebExportConfig(model=str(run.root))
 c1, c2 = st.columns([1, 3])
-examples = c1.number_input("Example sentences", 0, 50, 8, help="short sentences from the seed set")
-title = c2.text_input("Page title", web_export.WebExportConfig.title)
-if not (run_dir / web_export.INT8_PATH).is_file():
+examples = c1.number_input("Example sentences", 0, 50, defaults.examples,
+                           help="short sentences from the seed set")
+title = c2.text_input("Page title", defaults.title)
+if not run.onnx("int8").is_file():
     st.caption("This run has no INT8 model yet: the build exports it first.")
 
-key = f"webexport:{run_dir.name}"
+key = f"webexport:{run.name}"
 if st.button("Build bundle", type="primary", disabled=bool(missing)):
-    try:
-        # Build the config here too, so a bad value shows at once instead of in the job.
-        web_export.WebExportConfig(model=str(run_dir), examples=int(examples), title=title)
-        jobs.start(key, ["web-export", "--model", str(run_dir), "--out", str(bundle_dir),
-                         "--zip", "--examples", str(int(examples)), "--title", title])
-    except Exception as exc:  # shown as a message, never a traceback
-        show_error(exc)
+    start_job(key, lambda: web_export.WebExportConfig(model=str(run.root), zip=True,
+                                                      examples=int(examples), title=title))
 job_panel(key)
 
-report = web_export.load_report(bundle_dir)
+report = run.bundle_report()
 if report is None:
     st.info("No bundle for this run yet: press **Build bundle**.")
     st.stop()
@@ -48,15 +43,19 @@ total_mb, model_mb = report["total_bytes"] / 1e6, groups.get("model", 0.0)
 m1, m2, m3 = st.columns(3)
 m1.metric("Bundle", f"{total_mb:.1f} MB", help="every file, uncompressed")
 m2.metric("Model (INT8 ONNX)", f"{model_mb:.1f} MB")
-if zip_path.is_file():
-    m3.metric("Zip", f"{zip_path.stat().st_size / 1e6:.1f} MB")
-defaults = web_export.WebExportConfig(model=str(run_dir))
-if total_mb <= defaults.max_total_mb and model_mb <= defaults.max_model_mb:
-    st.success(f"Within the targets: model ≤ {defaults.max_model_mb:.0f} MB, "
-               f"bundle ≤ {defaults.max_total_mb:.0f} MB.")
-else:
-    st.warning(f"Over the targets (model ≤ {defaults.max_model_mb:.0f} MB, "
-               f"bundle ≤ {defaults.max_total_mb:.0f} MB).")
+if run.bundle_zip.is_file():
+    m3.metric("Zip", f"{run.bundle_zip.stat().st_size / 1e6:.1f} MB")
+verdicts = report.get("gates") or []
+sizes = [v for v in verdicts if v["gate"] == "size"]
+if sizes and gates.passed(sizes):
+    st.success("Within the targets: " + "; ".join(v["message"] for v in sizes))
+elif sizes:
+    st.warning("Over the targets: " + "; ".join(gates.failures(sizes)))
+accuracy = [v for v in verdicts if v["gate"] != "size"]
+if accuracy:
+    (st.success if gates.passed(accuracy) else st.error)(
+        "The shipped model file, checked against ONNX FP32: "
+        + "; ".join(v["message"] for v in accuracy))
 frame = pd.DataFrame({"part": list(groups), "MB": [round(v, 2) for v in groups.values()]})
 left, right = st.columns([2, 3])
 left.dataframe(frame, hide_index=True)
@@ -66,15 +65,16 @@ with st.expander("Every file"):
     st.dataframe(pd.DataFrame([{"file": k, "KB": round(v / 1e3, 1)}
                                for k, v in report["files"].items()]), hide_index=True)
 
-if zip_path.is_file():
+if run.bundle_zip.is_file():
     # A callable: the zip is read only when the button is pressed, not on every rerun; and
     # on_click="ignore" keeps a download from rerunning the page (a known Streamlit pain).
-    st.download_button("Download bundle (zip)", data=zip_path.read_bytes,
-                       file_name=f"{run_dir.name}-web-bundle.zip", mime="application/zip",
+    st.download_button("Download bundle (zip)", data=run.bundle_zip.read_bytes,
+                       file_name=f"{run.name}-web-bundle.zip", mime="application/zip",
                        type="primary", on_click="ignore")
 else:
     st.info("This bundle was built without a zip: build it here to get one.")
-st.caption(f"Folder: `{bundle_dir}`. Preview it anywhere with `python {bundle_dir}/serve.py`.")
+st.caption(f"Folder: `{run.bundle_dir}`. Preview it anywhere with "
+           f"`python {run.bundle_dir}/serve.py`.")
 
 
 @st.cache_resource(show_spinner=False)
@@ -86,7 +86,7 @@ def preview_url(folder: str) -> str:
 
 
 st.subheader("Live preview")
-url = preview_url(str(bundle_dir))
+url = preview_url(str(run.bundle_dir))
 st.caption("Inside this frame the page runs on one thread (a frame is cross-origin isolated only "
            "when the app around it is). Open it in its own tab to use several threads. The "
            "preview server listens on 127.0.0.1, so it works in a browser on this machine.")

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import bench_cli, benchmark
-from core.bench_measure import summarize
+from core.bench import benchmark
+from core.bench import cli as bench_cli
+from core.bench.measure import summarize
 from core.errors import ConfigError
+from core.run import RunFolder
 
 LABELS = ["기쁨", "슬픔", "분노", "불안", "상처", "당황", "중립"]
 TEXTS = ["오늘 정말 기분이 좋아요!", "왜 나한테만 이런 일이 생기지", "ㅋㅋㅋ 진짜 웃기다 😂",
@@ -40,7 +42,8 @@ def tiny_run(tiny_e5_run, tmp_path_factory) -> Path:
     run.mkdir()
     (run / "model").symlink_to(Path(tiny_e5_run) / "model")
     shutil.copy(Path(tiny_e5_run) / "metrics.json", run / "metrics.json")
-    export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(run), calibration_size=20))
+    export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(run), calibration_size=20,
+                                   allow_int8_drift=True))
     return run
 
 
@@ -50,7 +53,8 @@ def test_each_cpu_row_matches_pytorch_within_its_precision(tiny_run, tmp_path, k
 
     ref = load(tiny_run / "model").logits(TEXTS)
     spec = benchmark.RUNTIMES[key]
-    wspec = benchmark._worker_spec(spec, tiny_run, tmp_path, 2, benchmark.BenchConfig(str(tiny_run)))
+    wspec = benchmark._worker_spec(spec, RunFolder(tiny_run), tmp_path, 2,
+                                   benchmark.BenchConfig(str(tiny_run)))
     got = load(wspec["path"], **wspec["options"]).logits(TEXTS)
     assert got.shape == ref.shape == (len(TEXTS), len(LABELS))
     diff, scale = np.abs(got - ref).max(), max(1.0, np.abs(ref).max())
@@ -58,14 +62,16 @@ def test_each_cpu_row_matches_pytorch_within_its_precision(tiny_run, tmp_path, k
 
 
 def test_browser_row_matches_onnxruntime_int8(tiny_run, tmp_path):
-    from core.bench_browser import chromium_path, find_ort_web
-    from core.bench_worker import ProcessWorker
+    from core.bench.browser import chromium_path, find_ort_web
+    from core.bench.worker import ProcessWorker
     from core.runtimes import load
 
     config = benchmark.BenchConfig(str(tiny_run))
-    if find_ort_web(tiny_run) is None or chromium_path() is None:
-        pytest.skip(benchmark.skip_reason(benchmark.RUNTIMES["browser-1t"], tiny_run, config))
-    wspec = benchmark._worker_spec(benchmark.RUNTIMES["browser-1t"], tiny_run, tmp_path, 1, config)
+    if find_ort_web(tiny_run / "bundle") is None or chromium_path() is None:
+        pytest.skip(benchmark.skip_reason(benchmark.RUNTIMES["browser-1t"], RunFolder(tiny_run),
+                                          config))
+    wspec = benchmark._worker_spec(benchmark.RUNTIMES["browser-1t"], RunFolder(tiny_run), tmp_path,
+                                   1, config)
     worker = ProcessWorker(wspec)
     try:
         assert worker.start()["threads_used"] == 1
@@ -117,7 +123,7 @@ class FakeWorker:
 def test_harness_statistics_ratios_and_skips_on_fake_runtimes(tiny_run, tmp_path, monkeypatch):
     run = tmp_path / "run"  # no openvino/ folder: those rows must be skipped, with the reason
     run.mkdir()
-    for name in ("model", "onnx"):
+    for name in ("model", "onnx", "metrics.json"):
         (run / name).symlink_to(tiny_run / name)
     monkeypatch.setattr(benchmark, "_make_worker", FakeWorker)
     FakeWorker.calls = []
@@ -205,7 +211,7 @@ class EchoRuntime:
 def test_http_endpoint_serves_predictions_to_concurrent_clients():
     import http.client
 
-    from core.serving import load_test, start_server
+    from core.bench.serving import load_test, start_server
 
     server = start_server(EchoRuntime())
     try:
@@ -222,7 +228,7 @@ def test_http_endpoint_serves_predictions_to_concurrent_clients():
 
 
 def test_report_compare_lines_up_rows_of_two_runs(tmp_path):
-    from core import bench_report
+    from core.bench import report as bench_report
 
     row = {"key": "ort-int8", "runtime": "ONNX Runtime", "precision": "int8", "kind": "latency",
            "case": "typical", "batch_size": 1, "p50_ms": 2.0, "throughput": 500.0,

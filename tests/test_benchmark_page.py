@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.bench_measure import add_ratios, build_rows, targets
+from core.bench.measure import add_ratios, build_rows
+from core.gates import bench_targets as targets
 from core.paths import REPO_ROOT
 
 PAGE = str(REPO_ROOT / "pages" / "6_Benchmark.py")
@@ -25,9 +26,9 @@ def _runtime(key, runtime, precision, rss, size, f1, **extra):
 
 
 def fake_results(scale: float) -> dict:
-    """A results.json as core.benchmark writes it, from known timings (ORT INT8 6x faster)."""
+    """A results.json as core.bench.benchmark writes it, from known timings (ORT INT8 6x faster)."""
     runtimes = [_runtime("pytorch", "PyTorch", "fp32", 400.0, 30.0, 45.0),
-                _runtime("ort-int8", "ONNX Runtime", "int8", 120.0, 8.0, 44.5, agreement=98.0,
+                _runtime("ort-int8", "ONNX Runtime", "int8", 120.0, 8.0, 44.5, agreement=99.5,
                          max_logit_diff=0.01)]
     samples = {}
     for rt, ms in (("pytorch", 12.0 * scale), ("ort-int8", 2.0 * scale)):
@@ -55,7 +56,9 @@ def fake_results(scale: float) -> dict:
 def make_run(workspace, stamps=()):
     run = workspace / "runs" / "demo"
     (run / "model").mkdir(parents=True)
-    (run / "model" / "config.json").write_text("{}", encoding="utf-8")
+    for name in ("config.json", "tokenizer_config.json"):
+        (run / "model" / name).write_text("{}", encoding="utf-8")
+    (run / "metrics.json").write_text("{}", encoding="utf-8")
     for i, stamp in enumerate(stamps):
         (run / "bench" / stamp).mkdir(parents=True)
         (run / "bench" / stamp / "results.json").write_text(
@@ -80,7 +83,7 @@ def test_run_button_starts_a_background_bench_job(workspace, monkeypatch):
 
     run = make_run(workspace)
     started = []
-    monkeypatch.setattr(jobs, "start", lambda key, argv, **_: started.append((key, argv)))
+    monkeypatch.setattr(jobs, "start", lambda key, config, **_: started.append((key, config)))
     at = run_page()
     assert at.multiselect[0].value == ["pytorch"]  # the only row whose files exist
     assert any("No saved benchmark" in i.value for i in at.info)
@@ -88,10 +91,10 @@ def test_run_button_starts_a_background_bench_job(workspace, monkeypatch):
     assert any("ort-int8" in c.value and "missing" in c.value for c in at.caption)
     [b for b in at.button if b.label == "Run benchmark"][0].click().run()
     assert not at.exception, at.exception
-    key, argv = started[0]
-    assert key == "bench:demo"
-    assert argv[:5] == ["bench", "--model", str(run), "--runtimes", "pytorch,ort-int8"]
-    assert "--quick" in argv and "--no-serving" not in argv
+    key, config = started[0]
+    assert key == "bench:demo" and jobs.stage_of(config) == "bench"
+    assert config.model == str(run) and config.runtimes == ("pytorch", "ort-int8")
+    assert config.quick and config.serving
 
 
 def test_saved_benchmark_shows_targets_charts_table_and_compares(workspace):
@@ -99,7 +102,7 @@ def test_saved_benchmark_shows_targets_charts_table_and_compares(workspace):
     at = run_page()
     assert at.selectbox[1].value.name == "20260102-000000"  # newest first
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Best CPU runtime (batch 1, typical)"] == "ort-int8"
+    assert metrics["Best CPU runtime, accuracy kept (batch 1, typical)"] == "ort-int8"
     assert metrics["Speed-up vs PyTorch FP32"] == "6.0x"
     assert metrics["Lowest INT8 peak memory vs PyTorch"] == "0.30x"
     summary = at.dataframe[0].value

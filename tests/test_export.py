@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from core import export, runtimes
+from core import export, onnx_export, runtimes
 from core.errors import ParityError
 
 TEXTS = ["오늘 진짜 행복하다 ㅎㅎ", "시험 결과 나오기 전이라 잠이 안 와",
@@ -16,7 +16,7 @@ TEXTS = ["오늘 진짜 행복하다 ㅎㅎ", "시험 결과 나오기 전이라
 @pytest.fixture(scope="module")
 def e5_export(tiny_e5_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("e5_export")
-    result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(out),
+    result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(out), allow_int8_drift=True,
                                             calibration_size=40))
     return out, result
 
@@ -96,7 +96,7 @@ def test_int8_graphs_use_integer_ops(e5_export):
 
 @pytest.mark.parametrize("method", ["dynamic", "weight-only"])
 def test_int8_method_can_be_forced(tiny_e5_run, tmp_path, method):
-    result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path),
+    result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path), allow_int8_drift=True,
                                             openvino=False, int8_method=method))
     assert result.int8["method"] == method
     name = {"dynamic": "model_int8_dynamic.onnx", "weight-only": "model_int8_weightonly.onnx"}
@@ -119,7 +119,7 @@ def test_runtimes_agree_on_labels(tiny_e5_run, e5_export):
 
 
 def test_bert_export_keeps_token_type_ids(tiny_bert_run, tmp_path):
-    result = export.run(export.ExportConfig(model=str(tiny_bert_run), out_dir=str(tmp_path),
+    result = export.run(export.ExportConfig(model=str(tiny_bert_run), out_dir=str(tmp_path), allow_int8_drift=True,
                                             openvino=False))
     assert onnx_inputs(tmp_path / "onnx" / "model.onnx") == ["input_ids", "attention_mask",
                                                              "token_type_ids"]
@@ -129,7 +129,7 @@ def test_bert_export_keeps_token_type_ids(tiny_bert_run, tmp_path):
 
 
 def test_parity_gate_raises_typed_error(tiny_e5_run, tmp_path, monkeypatch):
-    original = export._export_onnx
+    original = onnx_export.export_onnx
 
     def broken_export(model_dir, out, opset, max_length):
         names = original(model_dir, out, opset, max_length)
@@ -144,7 +144,7 @@ def test_parity_gate_raises_typed_error(tiny_e5_run, tmp_path, monkeypatch):
         onnx.save(model, str(out))
         return names
 
-    monkeypatch.setattr(export, "_export_onnx", broken_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", broken_export)
     with pytest.raises(ParityError) as err:
         export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path),
                                        openvino=False))

@@ -412,14 +412,16 @@ def test_cli_register_and_dry_run(tmp_path):
         parser.parse_args(["generate", "--out", "x", "--api-key", KEY])
 
 
-def test_config_to_argv_round_trips(tmp_path):
-    from core.generate.cli import config_from_args, config_to_argv
+def test_generate_config_survives_the_job_round_trip(tmp_path):
+    """The Generate page hands its config to a job as JSON; the job rebuilds the same config,
+    None temperature and seed included (the old argv round trip lost both)."""
+    from core import jobs
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
     c = GenerateConfig(out=tmp_path / "r.jsonl", n=30, per_request=7, concurrency=3,
                        labels=("기쁨", "슬픔", "중립"), quotas={"기쁨": 10, "슬픔": 20, "중립": 0},
                        base_url="http://127.0.0.1:9/v1", resume=True, batch_api=True,
-                       axes={"domain": ["직장", "가족"], "register": ["반말"]}, max_requests=9)
-    back = config_from_args(parser.parse_args(config_to_argv(c)))
-    assert back == c
+                       axes={"domain": ["직장", "가족"], "register": ["반말"]}, max_requests=9,
+                       temperature=None, seed=7)
+    assert jobs.save_config(tmp_path, c) == "generate"
+    assert KEY not in (tmp_path / "config.json").read_text(encoding="utf-8")
+    assert jobs.load_config(tmp_path) == ("generate", c)

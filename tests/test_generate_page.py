@@ -116,8 +116,8 @@ def test_generate_job_runs_and_key_is_never_written(workspace):
     assert list(preview.columns) == ["label", "text"] and len(preview) == 10
     out = workspace / "datasets" / "pagegen.jsonl"
     assert len(out.read_text(encoding="utf-8").splitlines()) == 70
-    info = json.loads((jobs.find("generate:pagegen").dir / "job.json").read_text())
-    assert "--out" in info["argv"]
+    stage, config = jobs.load_config(jobs.find("generate:pagegen").dir)
+    assert stage == "generate" and config.out == out
     assert_no_key(workspace)  # job.json, events.jsonl, output.log, dataset, manifest
 
 

@@ -5,6 +5,8 @@ import time
 import pytest
 
 from core import jobs
+from core.errors import ConfigError, JobError
+from core.selftest_cli import SelftestConfig as Cfg
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +26,7 @@ def wait(job, timeout=30.0):
 
 
 def test_job_runs_reports_progress_and_result():
-    job = jobs.start("selftest:ok", ["selftest", "--steps", "4", "--delay", "0.05"])
+    job = jobs.start("selftest:ok", Cfg(steps=4, delay=0.05))
     status = wait(job)
     assert status.state == "done", status.error
     assert status.result == {"steps": 4}
@@ -33,34 +35,40 @@ def test_job_runs_reports_progress_and_result():
 
 
 def test_same_key_while_running_returns_the_running_job():
-    first = jobs.start("selftest:dup", ["selftest", "--steps", "30", "--delay", "0.1"])
-    second = jobs.start("selftest:dup", ["selftest", "--steps", "30", "--delay", "0.1"])
+    first = jobs.start("selftest:dup", Cfg(steps=30, delay=0.1))
+    second = jobs.start("selftest:dup", Cfg(steps=30, delay=0.1))
     assert first.dir == second.dir and len(jobs.list_jobs("selftest:dup")) == 1
     first.cancel()
     assert wait(first).state == "cancelled"
-    third = jobs.start("selftest:dup", ["selftest", "--steps", "1", "--delay", "0"])
+    third = jobs.start("selftest:dup", Cfg(steps=1, delay=0))
     assert third.dir != first.dir and jobs.find("selftest:dup") == third
     assert wait(third).state == "done"
 
 
 def test_failure_reports_the_error_message():
-    status = wait(jobs.start("selftest:fail", ["selftest", "--fail-at", "2", "--delay", "0"]))
+    status = wait(jobs.start("selftest:fail", Cfg(fail_at=2, delay=0)))
     assert status.state == "failed" and "failing on purpose at step 2" in status.error
     assert [e["done"] for e in status.events if e["type"] == "progress"] == [1]
 
 
 def test_crash_without_final_event_is_reported_as_crash():
-    status = wait(jobs.start("selftest:crash", ["selftest", "--crash-at", "2", "--delay", "0"]))
+    status = wait(jobs.start("selftest:crash", Cfg(crash_at=2, delay=0)))
     assert status.state == "failed" and "ended without a result" in status.error
 
 
-def test_bad_arguments_show_up_as_failure_with_output():
-    status = wait(jobs.start("selftest:args", ["selftest", "--steps", "many"]))
-    assert status.state == "failed" and "invalid int value" in status.error
+def test_a_job_carries_its_config_not_a_command_line(workspace):
+    job = jobs.start("selftest:cfg", Cfg(steps=2, delay=0))
+    assert wait(job).state == "done"
+    assert jobs.load_config(job.dir) == ("selftest", Cfg(steps=2, delay=0))
+    assert job.info["stage"] == "selftest" and "argv" not in job.info
+    with pytest.raises(JobError, match="not the config of a stage"):
+        jobs.start("selftest:bad", {"steps": 2})
+    with pytest.raises(ConfigError):
+        jobs.start("selftest:bad", Cfg(steps=0))  # a bad value fails in the page, not the job
 
 
 def test_cancel_stops_the_process():
-    job = jobs.start("selftest:cancel", ["selftest", "--steps", "100", "--delay", "0.1"])
+    job = jobs.start("selftest:cancel", Cfg(steps=100, delay=0.1))
     deadline = time.time() + 20
     while job.status().progress is None and time.time() < deadline:
         time.sleep(0.05)

@@ -6,6 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.paths import REPO_ROOT
+from core.selftest_cli import SelftestConfig
+from core.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -85,16 +87,16 @@ def test_first_launch_starts_the_default_training_job(monkeypatch):
 
     started = []
     monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
-    monkeypatch.setattr(jobs, "start", lambda key, argv, **_: started.append((key, argv)))
+    monkeypatch.setattr(jobs, "start", lambda key, config, **_: started.append((key, config)))
     run("streamlit_app.py")
-    assert started == [("train:default", ["train"])]
+    assert started == [("train:default", TrainConfig())]
 
 
 def test_rerun_while_default_job_runs_starts_no_second_copy(monkeypatch):
     from core import jobs
 
     monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
-    job = jobs.start("train:default", ["selftest", "--steps", "100", "--delay", "0.1"])
+    job = jobs.start("train:default", SelftestConfig(steps=100, delay=0.1))
     try:
         at = run("streamlit_app.py")
         at.run()
@@ -102,3 +104,24 @@ def test_rerun_while_default_job_runs_starts_no_second_copy(monkeypatch):
         assert any("Default model" in h.value for h in at.subheader)
     finally:
         job.cancel()
+
+
+def test_second_launch_never_retrains_over_a_run_trained_from_the_cli(monkeypatch, workspace,
+                                                                    tiny_e5_run):
+    """The data-loss bug: the home page looked for runs/default/config.json (it lives in
+    model/), so a run trained with `python -m core train` was trained over on the next launch."""
+    import shutil
+
+    from core import jobs
+
+    default = workspace / "runs" / "default"
+    shutil.copytree(tiny_e5_run, default)  # what `python -m core train` leaves: no job record
+    weights = (default / "model" / "model.safetensors").read_bytes()
+    started = []
+    monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
+    monkeypatch.setattr(jobs, "start", lambda key, config, **_: started.append(key))
+    at = run("streamlit_app.py")
+    at.run()
+    assert started == [] and jobs.list_jobs() == []
+    assert (default / "model" / "model.safetensors").read_bytes() == weights
+    assert any("1 trained runs" in m.value for m in at.markdown)

@@ -216,7 +216,7 @@ def test_predict_cli_errors(e5_run, tmp_path):
 def test_predict_cli_same_labels_from_run_onnx_and_openvino(tiny_e5_run, tmp_path):
     from core import export
 
-    export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path),
+    export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path), allow_int8_drift=True,
                                    calibration_size=20, optimize=False))
     texts = ["회의는 3시로 바뀌었어요", "헐 대박 합격했어!!", "왜 나만 빼고 다 만나"]
     argv = [arg for t in texts for arg in ("--text", t)]

@@ -23,6 +23,7 @@ import pytest
 from core import paths, web_export
 from core.errors import ConfigError
 from core.labels import DEFAULT_LABEL_NAMES
+from core.run import RunFolder
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "web_golden.json").read_text("utf-8"))
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,7 +73,7 @@ def built(request, tmp_path_factory):
         mp.setenv(paths.WORKSPACE_ENV, str(run.parent / "ws"))
         events: list[dict] = []
         # The golden ids were made at GOLDEN's max_length; the run's own limit may differ.
-        config = web_export.WebExportConfig(model=str(run), zip=True, export_data=str(small),
+        config = web_export.WebExportConfig(model=str(run), zip=True, export_data=str(small), allow_int8_drift=True,
                                             max_length=GOLDEN["max_length"])
         result = web_export.run(config, events.append)
     assert events[-1]["done"] == events[-1]["total"]
@@ -101,7 +102,7 @@ def test_bundle_layout_facts_and_size_breakdown(built):
     seed_texts = {json.loads(line)["text"] for line in paths.SEED_PATH.open(encoding="utf-8")}
     assert len(facts["examples"]) == 8 and all(e["text"] in seed_texts for e in facts["examples"])
 
-    report = web_export.load_report(bundle)
+    report = RunFolder.of(bundle).bundle_report(bundle)
     assert report["files"] == {k: v for k, v in files.items() if k != "bundle_report.json"}
     assert sum(report["breakdown_bytes"].values()) == report["total_bytes"]
     assert report["breakdown_bytes"]["model"] == files["onnx/model_quantized.onnx"]
@@ -337,7 +338,8 @@ def test_bert_bundle_feeds_token_type_ids_and_matches_python(browser, request, t
     small = tmp_path / "small.jsonl"
     small.write_text("\n".join(paths.SEED_PATH.read_text("utf-8").splitlines()[:21]) + "\n",
                      encoding="utf-8")
-    result = web_export.run(web_export.WebExportConfig(model=str(run), export_data=str(small)))
+    result = web_export.run(web_export.WebExportConfig(model=str(run), export_data=str(small),
+                                                       allow_int8_drift=True))
     bundle = Path(result.out_dir)
     facts = json.loads((bundle / "model_facts.json").read_text("utf-8"))
     assert "token_type_ids" in facts["inputs"]
@@ -357,6 +359,52 @@ def test_bert_bundle_feeds_token_type_ids_and_matches_python(browser, request, t
             "out.push(await window.bundle.logits(t)); return out; }", texts[:20]))
         assert np.abs(js - _python_logits(bundle, texts[:20])).max() < 1e-3
         assert errors == []
+        context.close()
+    finally:
+        server.shutdown()
+
+
+def test_classify_called_while_loading_waits_and_ready_rejects_on_a_load_error(built, browser):
+    """window.classify right after navigation waits for the model; bundle.ready is a Promise."""
+    server, url = web_export.serve_bundle(built[2])
+    model_url = url + "onnx/model_quantized.onnx"
+    try:
+        context = browser.new_context(service_workers="block")
+        held = []  # the model download, held until classify has been called
+        context.route(model_url, lambda route: held.append(route))
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url, wait_until="domcontentloaded")  # app.js (a module) has run; no model yet
+        deadline = time.time() + 30
+        while not held and time.time() < deadline:
+            page.wait_for_timeout(20)
+        assert held, "the page never asked for the model"
+        early = page.evaluate("() => { window.__early = window.classify('오늘 정말 기분이 좋아');"
+                              " return { loaded: window.bundle.loaded, "
+                              "promise: window.bundle.ready instanceof Promise }; }")
+        assert early == {"loaded": False, "promise": True}
+        held[0].continue_()
+        result = page.evaluate("window.__early")
+        labels = json.loads((built[2] / "model_facts.json").read_text("utf-8"))["labels"]
+        assert result["label"] in labels and list(result["scores"]) == labels
+        ready = page.evaluate("window.bundle.ready")
+        assert ready["labels"] == labels and page.evaluate("window.bundle.loaded") is True
+        assert errors == []
+        context.close()
+
+        # A real load error: ready and every classify call reject with it (no unhandled error).
+        context = browser.new_context(service_workers="block")
+        context.route(model_url, lambda route: route.fulfill(status=404, body="missing"))
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url, wait_until="domcontentloaded")
+        got = page.evaluate("async () => { const c = window.classify('괜찮아').then(() => 'ok', "
+                            "(e) => e.message); const r = await window.bundle.ready.then("
+                            "() => 'ok', (e) => e.message); return [await c, r, "
+                            "await window.classify('또').catch((e) => e.message)]; }")
+        assert all("HTTP 404" in g for g in got), got
+        assert page.evaluate("window.bundle.error") == got[1] and errors == []
         context.close()
     finally:
         server.shutdown()

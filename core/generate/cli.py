@@ -10,39 +10,50 @@ import json
 
 
 def register(subparsers) -> None:
+    from core.generate.config import GenerateConfig as D  # defaults shown in --help
+
     p = subparsers.add_parser(
         "generate", help="generate a labeled Korean dataset with an LLM (key from $OPENAI_API_KEY)",
         description="Generate labeled Korean examples with any OpenAI-compatible chat API. "
                     "Rows are appended to --out as they arrive; --resume continues to the target.")
-    p.add_argument("--n", type=int, default=None, help="target rows (default 5000, or the quotas' sum)")
-    p.add_argument("--per-request", type=int, default=50, help="examples per request (default 50)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--model", default=None, help="model name (default gpt-4.1-mini)")
-    p.add_argument("--base-url", default=None,
+    p.add_argument("--n", type=int, help=f"target rows (default {D.n}, or the quotas' sum)")
+    p.add_argument("--per-request", type=int, help=f"examples per request (default {D.per_request})")
+    p.add_argument("--concurrency", type=int, help=f"requests in flight (default {D.concurrency})")
+    p.add_argument("--model", help=f"model name (default {D.model})")
+    p.add_argument("--base-url",
                    help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default OpenAI)")
-    p.add_argument("--labels", nargs="+", default=None,
+    p.add_argument("--labels", nargs="+",
                    help="label set, space- or comma-separated (default the 7 emotion labels)")
-    p.add_argument("--quotas", default=None, help="per-label rows, e.g. 기쁨=800,중립=400 (default balanced)")
+    p.add_argument("--quotas", help="per-label rows, e.g. 기쁨=800,중립=400 (default balanced)")
     p.add_argument("--out", required=True, help="output JSONL (appended to)")
-    p.add_argument("--resume", action="store_true", help="continue an existing --out to the target")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue an existing --out to the target")
     p.add_argument("--dry-run", action="store_true",
                    help="estimate requests, tokens, cost and time; send nothing")
-    p.add_argument("--batch-api", action="store_true", help="use the Batch API (50%% cheaper, <= 24 h)")
-    p.add_argument("--structured", choices=("auto", "json_schema", "json_object"), default="auto",
-                   help="structured output mode (auto: json_schema, fall back to json_object)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request")
-    p.add_argument("--max-requests", type=int, default=None, help="cap on requests this run")
-    p.add_argument("--min-chars", type=int, default=4)
-    p.add_argument("--max-chars", type=int, default=300)
-    p.add_argument("--near-dup", type=float, default=0.8,
-                   help="character 3-gram Jaccard at or above which a text is a near-duplicate")
-    p.add_argument("--axes-json", default=None,
+    p.add_argument("--batch-api", action="store_true", default=None,
+                   help="use the Batch API (50%% cheaper, <= 24 h)")
+    p.add_argument("--structured", choices=("auto", "json_schema", "json_object"),
+                   help=f"structured output mode (default {D.structured}: json_schema, falling "
+                        "back to json_object)")
+    p.add_argument("--temperature", type=float, help=f"sampling temperature (default "
+                                                     f"{D.temperature})")
+    p.add_argument("--seed", type=int, help=f"seeds the diversity-axis rotation (default {D.seed})")
+    p.add_argument("--timeout", type=float,
+                   help=f"seconds per request attempt (default {D.request_timeout_s:g})")
+    p.add_argument("--max-retries", type=int, help=f"retries per request (default {D.max_retries})")
+    p.add_argument("--max-requests", type=int, help="cap on requests this run")
+    p.add_argument("--min-chars", type=int, help=f"shortest text kept (default {D.min_chars})")
+    p.add_argument("--max-chars", type=int, help=f"longest text kept (default {D.max_chars})")
+    p.add_argument("--near-dup", type=float,
+                   help="character 3-gram Jaccard at or above which a text is a near-duplicate "
+                        f"(default {D.near_dup_threshold})")
+    p.add_argument("--axes-json",
                    help='diversity axes as JSON, e.g. \'{"domain": ["직장", "가족"], "register": ["반말"]}\'')
-    p.add_argument("--prices", default=None, help="JSON price table {model: {input, output}} per 1M")
-    p.add_argument("--poll-interval", type=float, default=30.0, help="Batch API poll seconds")
-    p.add_argument("--backoff", type=float, default=1.0, help="first retry backoff in seconds")
+    p.add_argument("--prices", help="JSON price table {model: {input, output}} per 1M")
+    p.add_argument("--poll-interval", type=float,
+                   help=f"Batch API poll seconds (default {D.poll_interval_s:g})")
+    p.add_argument("--backoff", type=float,
+                   help=f"first retry backoff in seconds (default {D.backoff_base_s:g})")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=handle)
 
@@ -61,16 +72,29 @@ def parse_quotas(spec: str | None) -> dict[str, int] | None:
     return quotas
 
 
-def config_from_args(args):
-    from core.errors import ConfigError
-    from core.generate import DEFAULT_AXES, DEFAULT_MODEL, GenerateConfig
-    from core.labels import DEFAULT_LABEL_NAMES
+_FIELDS = {"out": "out", "n": "n", "per_request": "per_request", "concurrency": "concurrency",
+           "model": "model", "base_url": "base_url", "resume": "resume",
+           "batch_api": "batch_api", "structured": "structured", "temperature": "temperature",
+           "seed": "seed", "timeout": "request_timeout_s", "max_retries": "max_retries",
+           "max_requests": "max_requests", "min_chars": "min_chars", "max_chars": "max_chars",
+           "near_dup": "near_dup_threshold", "prices": "prices_path",
+           "poll_interval": "poll_interval_s", "backoff": "backoff_base_s"}
 
+
+def config_from_args(args):
+    from core.cli import overrides
+    from core.errors import ConfigError
+    from core.generate import GenerateConfig
+
+    kwargs = overrides(args, _FIELDS)
     quotas = parse_quotas(args.quotas)
-    labels = ([x for item in args.labels for x in item.split(",") if x.strip()]
-              if args.labels else (list(quotas) if quotas else list(DEFAULT_LABEL_NAMES)))
-    n = args.n if args.n is not None else (sum(quotas.values()) if quotas else 5000)
-    axes = DEFAULT_AXES
+    if quotas:
+        kwargs["quotas"] = quotas
+        kwargs.setdefault("n", sum(quotas.values()))
+    if args.labels:
+        kwargs["labels"] = tuple(x for item in args.labels for x in item.split(",") if x.strip())
+    elif quotas:
+        kwargs["labels"] = tuple(quotas)
     if args.axes_json:
         try:
             axes = json.loads(args.axes_json)
@@ -78,27 +102,27 @@ def config_from_args(args):
             axes = None
         if not isinstance(axes, dict):
             raise ConfigError('--axes-json must be a JSON object {"axis": ["value", ...]}')
-    return GenerateConfig(
-        out=args.out, n=n, per_request=args.per_request, concurrency=args.concurrency,
-        model=args.model or DEFAULT_MODEL, base_url=args.base_url, labels=tuple(labels),
-        quotas=quotas, resume=args.resume, batch_api=args.batch_api, axes=axes,
-        structured=args.structured, temperature=args.temperature, min_chars=args.min_chars,
-        max_chars=args.max_chars, near_dup_threshold=args.near_dup, request_timeout_s=args.timeout,
-        max_retries=args.max_retries, backoff_base_s=args.backoff, max_requests=args.max_requests,
-        prices_path=args.prices, poll_interval_s=args.poll_interval)
+        kwargs["axes"] = axes
+    return GenerateConfig(**kwargs)
 
 
 def handle(args) -> tuple[int, object]:
-    import signal
-
-    from core.generate import estimate, run
-    from core.progress import CliProgress
+    from core.generate import estimate
 
     config = config_from_args(args)
     if args.dry_run:
         est = estimate(config)
-        _print(args, est, _describe_estimate(est))
+        _print(args.json, est, _describe_estimate(est))
         return 0, est
+    return run_generate(config, as_json=args.json)
+
+
+def run_generate(config, as_json: bool = False) -> tuple[int, object]:
+    """Generate with a progress bar and a summary (the CLI and the Generate page's jobs)."""
+    import signal
+
+    from core.generate import run
+    from core.progress import CliProgress
 
     def _on_term(signum, frame):
         # jobs.cancel sends SIGTERM: unwind normally so the manifest records "interrupted".
@@ -116,16 +140,16 @@ def handle(args) -> tuple[int, object]:
              + ("unknown" if result.cost_usd is None else f"${result.cost_usd:,.4f}")]
     if result.errors or result.rejected:
         lines.append(f"errors: {result.errors or 'none'}; rejected: {result.rejected or 'none'}")
-    _print(args, result, lines)
+    _print(as_json, result, lines)
     return (0 if result.complete else 1), result
 
 
-def _print(args, obj, lines: list[str]) -> None:
+def _print(as_json: bool, obj, lines: list[str]) -> None:
     import sys
 
     from core.progress import _jsonable
 
-    text = json.dumps(_jsonable(obj), ensure_ascii=False) if args.json else "\n".join(lines)
+    text = json.dumps(_jsonable(obj), ensure_ascii=False) if as_json else "\n".join(lines)
     sys.stdout.write(text + "\n")
 
 
@@ -139,28 +163,3 @@ def _describe_estimate(est) -> list[str]:
             f"time: ~{est.time_s / 60:.1f} min at concurrency {est.concurrency} "
             "(Batch API: within 24 h)",
             *(f"note: {n}" for n in est.notes)]
-
-
-def config_to_argv(config) -> list[str]:
-    """The ``generate`` command line for a config (what the Generate page runs as a job).
-    ``config_from_args`` of its parse gives the same config back; the key is never part of it."""
-    argv = ["generate", "--n", str(config.n), "--per-request", str(config.per_request),
-            "--concurrency", str(config.concurrency), "--model", config.model,
-            "--labels", ",".join(config.labels), "--out", str(config.out),
-            "--structured", config.structured, "--timeout", str(config.request_timeout_s),
-            "--max-retries", str(config.max_retries), "--min-chars", str(config.min_chars),
-            "--max-chars", str(config.max_chars), "--near-dup", str(config.near_dup_threshold),
-            "--poll-interval", str(config.poll_interval_s), "--backoff", str(config.backoff_base_s),
-            "--axes-json", json.dumps({k: list(v) for k, v in config.axes}, ensure_ascii=False)]
-    if config.temperature is not None:
-        argv += ["--temperature", str(config.temperature)]
-    if config.base_url:
-        argv += ["--base-url", config.base_url]
-    if config.quotas is not None:
-        argv += ["--quotas", ",".join(f"{k}={v}" for k, v in config.quota_map().items())]
-    if config.max_requests is not None:
-        argv += ["--max-requests", str(config.max_requests)]
-    if config.prices_path:
-        argv += ["--prices", str(config.prices_path)]
-    argv += ["--resume"] * config.resume + ["--batch-api"] * config.batch_api
-    return argv

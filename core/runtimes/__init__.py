@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.runtimes.base import Prediction, Runtime, find_model_dir, softmax
+from core.runtimes.base import Prediction, Runtime, softmax
 
-__all__ = ["Prediction", "Runtime", "find_model_dir", "load", "softmax"]
+__all__ = ["Prediction", "Runtime", "load", "softmax"]
 
 
 def load(path: str | Path, **options) -> Runtime:

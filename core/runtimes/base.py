@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ModelError
+from core.run import RunFolder, find_model_dir, tokenizer_max_length
 
 # Families whose models take no token_type_ids (feeding them fails: "Invalid Feed Input Name").
 NO_TOKEN_TYPES = {"roberta", "xlm-roberta", "camembert", "distilbert", "deberta-v2", "mpnet"}
@@ -24,34 +24,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def find_model_dir(path: str | Path) -> Path:
-    """The Hugging Face folder (config.json + tokenizer) belonging to ``path``.
-
-    ``path`` may be a run folder (``run/model``), a model folder, a bundle folder, or a model file
-    inside ``run/onnx/``, ``run/openvino/`` or ``bundle/onnx/``.
-    """
-    path = Path(path)
-    start = path if path.is_dir() else path.parent
-    for folder in (start, start / "model", start.parent, start.parent / "model"):
-        if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
-            return folder
-    raise ModelError(f"no model folder (config.json + tokenizer) found for {path}; give a run "
-                     "folder trained with `python -m core train` or a file exported from one")
-
-
-def model_labels(model_dir: Path) -> list[str]:
-    """Label names in id order, from the folder's config.json ``id2label``."""
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    id2label = config.get("id2label") or {}
-    return [id2label[str(i)] for i in range(len(id2label))]
-
-
-def run_folder(model_dir: Path) -> Path:
-    """The run folder holding ``model_dir`` (``RUN/model``), or the folder itself if it is bare."""
-    model_dir = Path(model_dir)
-    return model_dir.parent if model_dir.name == "model" else model_dir
 
 
 def model_inputs(model_dir: Path, tokenizer) -> list[str]:
@@ -75,10 +47,9 @@ class Runtime:
 
         self.path = Path(path)
         self.model_dir = find_model_dir(self.path)
-        self.labels = model_labels(self.model_dir)
+        self.labels = RunFolder(self.model_dir).labels()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        limit = getattr(self.tokenizer, "model_max_length", 512) or 512
-        self.max_length = int(max_length or min(limit, 512))
+        self.max_length = int(max_length or tokenizer_max_length(self.model_dir))
         self.input_names = model_inputs(self.model_dir, self.tokenizer)
 
     @property

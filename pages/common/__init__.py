@@ -8,10 +8,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from pathlib import Path
-
-from core import jobs, paths, state
+from core import jobs, paths
 from core.errors import StudioError
+from core.run import RunFolder, list_runs
 
 
 # (file, label) in pipeline order; files that do not exist yet are left out of the menu.
@@ -39,19 +38,21 @@ def page(title: str) -> None:
     st.title(title)
 
 
-def pick_run(missing: str = "No trained run yet: train one on the Train page first.") -> Path:
+def pick_run(missing: str = "No trained run yet: train one on the Train page first."
+             ) -> RunFolder:
     """A run chosen in a selectbox; when there is none, say what to do and stop the page."""
-    runs = state.runs()
+    runs = list_runs()
     if not runs:
         st.info(missing)
         st.stop()
-    return st.selectbox("Run", runs, format_func=lambda p: p.name)
+    return st.selectbox("Run", runs, format_func=lambda r: r.name)
 
 
-def start_job(key: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-    """Start a background job; a failure to start is shown, never raised into the page."""
+def start_job(key: str, make_config, env: dict[str, str] | None = None) -> None:
+    """Build a stage's config (``make_config()``) and start it as a background job; a bad value
+    or a failure to start is shown as a message, never raised into the page."""
     try:
-        jobs.start(key, argv, env=env)
+        jobs.start(key, make_config(), env=env)
     except Exception as exc:  # shown as a message, never a traceback
         show_error(exc)
 

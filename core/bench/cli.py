@@ -18,7 +18,7 @@ def _sizes(value: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from core.benchmark import RUNTIMES  # light: no heavy imports at module top
+    from core.bench.benchmark import RUNTIMES, BenchConfig  # light: no heavy imports at top
 
     p = subparsers.add_parser(
         "bench", help="benchmark a run on every runtime (latency, throughput, memory, accuracy)",
@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--runtimes", nargs="+", type=_keys, default=None, metavar="KEY",
                    help="rows to run, space- or comma-separated (default: all; rows that cannot "
                         "run here are listed as skipped)")
-    p.add_argument("--quick", action="store_true", help="about a minute on a small model")
+    p.add_argument("--quick", action="store_true", default=None,
+                   help="about a minute on a small model")
     p.add_argument("--out", help="output folder")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
     p.add_argument("--iters", type=int, help="timed batch-1 calls per sentence per round")
@@ -38,32 +39,45 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="threads per runtime (default: all cores)")
     p.add_argument("--eval-size", type=int, help="labeled sentences to score (default: all)")
     p.add_argument("--data", help="labeled JSONL (default: the run's test split)")
-    p.add_argument("--no-serving", action="store_true", help="skip the HTTP serving rows")
-    p.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    p.add_argument("--no-serving", dest="serving", action="store_false", default=None,
+                   help="skip the HTTP serving rows")
+    p.add_argument("--clients", type=int,
+                   help=f"concurrent HTTP clients (default {BenchConfig.serving_clients})")
     p.add_argument("--requests", type=int, help="HTTP requests per runtime (default 200)")
     p.add_argument("--ort-web-dir", help="onnxruntime-web dist folder for the browser rows")
-    p.add_argument("--no-png", action="store_true", help="do not render latency.png")
+    p.add_argument("--no-png", dest="png", action="store_false", default=None,
+                   help="do not render latency.png")
     p.set_defaults(handler=_run)
 
 
+_FIELDS = {"quick": "quick", "out": "out_dir", "rounds": "rounds", "iters": "iters",
+           "warmup": "warmup", "batch_sizes": "batch_sizes", "threads": "threads",
+           "eval_size": "eval_size", "data": "data", "serving": "serving",
+           "clients": "serving_clients", "requests": "serving_requests",
+           "ort_web_dir": "ort_web_dir", "png": "png"}
+
+
 def _run(args) -> tuple[int, object]:
-    from core import benchmark
+    from core.bench import benchmark
+    from core.cli import overrides
+
+    kwargs = overrides(args, _FIELDS)
+    if args.runtimes:
+        kwargs["runtimes"] = tuple(k for group in args.runtimes for k in group)
+    return run_bench(benchmark.BenchConfig(model=args.model, **kwargs))
+
+
+def run_bench(config) -> tuple[int, object]:
+    """Benchmark with a progress bar, then print the report (the CLI and background jobs)."""
+    from pathlib import Path
+
+    from core.bench import benchmark
     from core.progress import CliProgress
 
-    keys = tuple(k for group in args.runtimes for k in group) if args.runtimes else \
-        benchmark.DEFAULT_RUNTIMES
-    config = benchmark.BenchConfig(
-        model=args.model, runtimes=keys, quick=args.quick, out_dir=args.out, rounds=args.rounds,
-        iters=args.iters, warmup=args.warmup, batch_sizes=args.batch_sizes, threads=args.threads,
-        eval_size=args.eval_size, data=args.data, serving=not args.no_serving,
-        serving_clients=args.clients, serving_requests=args.requests,
-        ort_web_dir=args.ort_web_dir, png=not args.no_png)
     progress = CliProgress("bench")
     try:
         result = benchmark.run(config, on_progress=progress)
     finally:
         progress.close()
-    from pathlib import Path
-
     sys.stdout.write(Path(result.report_path).read_text(encoding="utf-8") + "\n")
     return 0, result

@@ -3,9 +3,9 @@
 Rows (``RUNTIMES``): PyTorch FP32 eager (the baseline), ONNX Runtime FP32 / optimized / INT8,
 OpenVINO FP32 / device-default (bf16 where the CPU runs it that way) / INT8, GPU rows (TensorRT and
 CUDA through ONNX Runtime, PyTorch CUDA) and onnxruntime-web in headless Chromium. Each runtime
-runs in its own process (core.bench_worker), is warmed up, and is measured in interleaved rounds
-(core.bench_measure); rows that cannot run here are listed in ``skipped`` with the reason. Results
-go to ``results.json`` first; CSV, Markdown and charts are drawn from it (core.bench_report).
+runs in its own process (core.bench.worker), is warmed up, and is measured in interleaved rounds
+(core.bench.measure); rows that cannot run here are listed in ``skipped`` with the reason. Results
+go to ``results.json`` first; CSV, Markdown and charts are drawn from it (core.bench.report).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bench_measure import BASELINE, Plan, add_ratios, build_rows, machine, measure, scores, \
-    summarize, targets
-from core.bench_worker import worker_env
+from core.bench.measure import BASELINE, Plan, add_ratios, build_rows, machine, measure, scores, \
+    summarize
+from core.gates import bench_targets
+from core.bench.worker import worker_env
 from core.errors import ConfigError
 from core.progress import ProgressFn
-from core.runtimes import find_model_dir
+from core.run import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class RowSpec:
     key: str  # short id used on the command line, e.g. "ort-int8"
     runtime: str  # display name
     precision: str  # nominal precision of the row
-    file: str  # model file inside the run folder ("model" = the Hugging Face folder)
+    file: str  # what it loads, as a core.run.RunFolder.artifact kind ("model", "onnx:int8"...)
     library: str  # what the worker imports: torch | onnxruntime | openvino | browser
     device: str = "cpu"  # cpu | cuda | browser
     options: tuple = ()  # adapter options as (name, value) pairs
@@ -43,24 +44,24 @@ class RowSpec:
 
 RUNTIMES = {s.key: s for s in [
     RowSpec("pytorch", "PyTorch", "fp32", "model", "torch"),
-    RowSpec("ort", "ONNX Runtime", "fp32", "onnx/model.onnx", "onnxruntime"),
-    RowSpec("ort-opt", "ONNX Runtime optimized", "fp32", "onnx/model_optimized.onnx",
+    RowSpec("ort", "ONNX Runtime", "fp32", "onnx:fp32", "onnxruntime"),
+    RowSpec("ort-opt", "ONNX Runtime optimized", "fp32", "onnx:optimized",
             "onnxruntime"),
-    RowSpec("ort-int8", "ONNX Runtime", "int8", "onnx/model_quantized.onnx", "onnxruntime"),
-    RowSpec("ort-int8-dynamic", "ONNX Runtime dynamic", "int8", "onnx/model_int8_dynamic.onnx",
+    RowSpec("ort-int8", "ONNX Runtime", "int8", "onnx:int8", "onnxruntime"),
+    RowSpec("ort-int8-dynamic", "ONNX Runtime dynamic", "int8", "onnx:int8-dynamic",
             "onnxruntime"),
-    RowSpec("openvino", "OpenVINO", "fp32", "openvino/model.xml", "openvino", "cpu",
+    RowSpec("openvino", "OpenVINO", "fp32", "openvino:fp32", "openvino", "cpu",
             (("hint", "f32"),)),
-    RowSpec("openvino-bf16", "OpenVINO default hint", "bf16", "openvino/model.xml", "openvino",
+    RowSpec("openvino-bf16", "OpenVINO default hint", "bf16", "openvino:fp32", "openvino",
             "cpu", (("hint", None),)),
-    RowSpec("openvino-int8", "OpenVINO", "int8", "openvino/model_int8.xml", "openvino"),
-    RowSpec("browser-1t", "Browser wasm 1 thread", "int8", "onnx/model_quantized.onnx",
+    RowSpec("openvino-int8", "OpenVINO", "int8", "openvino:int8", "openvino"),
+    RowSpec("browser-1t", "Browser wasm 1 thread", "int8", "onnx:int8",
             "browser", "browser", (("threads", 1),)),
-    RowSpec("browser-mt", "Browser wasm threaded", "int8", "onnx/model_quantized.onnx",
+    RowSpec("browser-mt", "Browser wasm threaded", "int8", "onnx:int8",
             "browser", "browser"),
-    RowSpec("ort-trt-fp16", "TensorRT (ORT EP)", "fp16", "onnx/model.onnx", "onnxruntime",
+    RowSpec("ort-trt-fp16", "TensorRT (ORT EP)", "fp16", "onnx:fp32", "onnxruntime",
             "cuda"),
-    RowSpec("ort-cuda", "ONNX Runtime CUDA", "fp32", "onnx/model.onnx", "onnxruntime", "cuda"),
+    RowSpec("ort-cuda", "ONNX Runtime CUDA", "fp32", "onnx:fp32", "onnxruntime", "cuda"),
     RowSpec("pytorch-cuda", "PyTorch CUDA", "fp32", "model", "torch", "cuda",
             (("device", "cuda"),)),
     RowSpec("pytorch-cuda-fp16", "PyTorch CUDA", "fp16", "model", "torch", "cuda",
@@ -120,16 +121,18 @@ class BenchResult:
     report_path: str
     measured: list[str]  # row keys that ran
     skipped: list[dict]  # {"key", "runtime", "precision", "reason"}
-    targets: dict  # see core.bench_measure.targets
+    targets: dict  # see core.gates.bench_targets
     files: dict = field(default_factory=dict)  # every file written, by kind
 
 
-def skip_reason(spec: RowSpec, run_dir: Path, config: BenchConfig) -> str | None:
+def skip_reason(spec: RowSpec, run: RunFolder, config: BenchConfig) -> str | None:
     """Why this row cannot run on this machine, or None."""
-    from core.bench_browser import chromium_path, find_ort_web
+    from core.bench.browser import chromium_path, find_ort_web
 
-    if not (run_dir / spec.file).exists():
-        return f"missing {spec.file}: run `python -m core export --model {run_dir}` first"
+    path = run.artifact(spec.file)
+    if not path.exists():
+        return (f"missing {path.relative_to(run.root).as_posix()}: run `python -m core export "
+                f"--model {run.root}` first")
     if spec.device == "cuda":
         if not (shutil.which("nvidia-smi") or Path("/dev/nvidiactl").exists()):
             return "no CUDA device on this machine"
@@ -141,7 +144,7 @@ def skip_reason(spec: RowSpec, run_dir: Path, config: BenchConfig) -> str | None
                 return f"onnxruntime has no {ep} here (install onnxruntime-gpu" + \
                     (" and TensorRT)" if "trt" in spec.key else ")")
     if spec.device == "browser":
-        if find_ort_web(run_dir, config.ort_web_dir) is None:
+        if find_ort_web(run.bundle_dir, config.ort_web_dir) is None:
             return ("onnxruntime-web files not found: build the web bundle (`python -m core "
                     "web-export`) or run `npm ci` in web_export/, or pass --ort-web-dir")
         if chromium_path() is None:
@@ -149,15 +152,16 @@ def skip_reason(spec: RowSpec, run_dir: Path, config: BenchConfig) -> str | None
     return None
 
 
-def _worker_spec(spec: RowSpec, run_dir: Path, out: Path, threads: int, config) -> dict:
-    from core.bench_browser import chromium_path, find_ort_web
+def _worker_spec(spec: RowSpec, run: RunFolder, out: Path, threads: int, config) -> dict:
+    from core.bench.browser import chromium_path, find_ort_web
 
     options = dict(spec.options)
-    base = {"key": spec.key, "path": str(run_dir / spec.file), "library": spec.library,
+    base = {"key": spec.key, "path": str(run.artifact(spec.file)), "library": spec.library,
             "log": str(out / "logs" / f"{spec.key}.log")}
     if spec.library == "browser":
         return {**base, "threads": options.get("threads", threads), "chromium": chromium_path(),
-                "ort_web_dir": str(find_ort_web(run_dir, config.ort_web_dir)), "hide_torch": True}
+                "ort_web_dir": str(find_ort_web(run.bundle_dir, config.ort_web_dir)),
+                "hide_torch": True}
     if spec.device == "cpu":
         options["threads"] = threads
     if spec.key == "ort-trt-fp16":
@@ -174,7 +178,7 @@ def _worker_spec(spec: RowSpec, run_dir: Path, out: Path, threads: int, config) 
 
 
 def _make_worker(wspec: dict):
-    from core.bench_worker import ProcessWorker
+    from core.bench.worker import ProcessWorker
 
     return ProcessWorker(wspec)
 
@@ -234,7 +238,7 @@ def _quality(workers: list, runtimes: list, texts: list[str], gold: np.ndarray, 
 
 
 def _serving(workers: list, runtimes: list, texts: list[str], seq_len: int, config, emit) -> list:
-    from core.serving import load_test
+    from core.bench.serving import load_test
 
     rows, requests = [], config.serving_requests or (40 if config.quick else 200)
     procs = [w for w in workers if w.spec["library"] != "browser"]
@@ -272,26 +276,31 @@ def _measure_all(workers, runtimes, texts, gold, cases, batches, config, emit) -
 
 
 def run(config: BenchConfig, on_progress: ProgressFn | None = None) -> BenchResult:
-    from core import bench_report
-    from core.bench_inputs import eval_set, pick_batches, pick_cases
+    """Measure every chosen row of a run, holding the run's lock (no export rewrites the files
+    being measured), and write results.json and the reports drawn from it."""
+    run_folder = RunFolder.of(config.model)
+    with run_folder.lock("bench"):
+        return _run(config, run_folder, on_progress or (lambda event: None))
 
-    emit = on_progress or (lambda event: None)
-    model_dir = find_model_dir(config.model)
-    run_dir = model_dir.parent if model_dir.name == "model" else model_dir
+
+def _run(config: BenchConfig, run: RunFolder, emit: ProgressFn) -> BenchResult:
+    from core.bench import report as bench_report
+    from core.bench.inputs import eval_set, pick_batches, pick_cases
+
     out = Path(config.out_dir) if config.out_dir else \
-        run_dir / "bench" / time.strftime("%Y%m%d-%H%M%S")
+        run.bench_dir / time.strftime("%Y%m%d-%H%M%S")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     threads = config.threads or os.cpu_count() or 1
     emit({"done": 0, "total": 1, "message": "choosing sentences"})
-    texts, gold, labels, source = eval_set(run_dir, model_dir, config.data,
+    texts, gold, labels, source = eval_set(run, config.data,
                                            config.eval_size or (64 if config.quick else None))
-    cases, lengths = pick_cases(model_dir, texts)
+    cases, lengths = pick_cases(run.model_dir, texts)
     batches = pick_batches(texts, lengths, config.plan().batch_sizes)
     specs = [RUNTIMES[k] for k in dict.fromkeys(config.runtimes)]
     skipped = [{"key": s.key, "runtime": s.runtime, "precision": s.precision, "reason": r}
-               for s in specs if (r := skip_reason(s, run_dir, config))]
+               for s in specs if (r := skip_reason(s, run, config))]
     specs = [s for s in specs if s.key not in {x["key"] for x in skipped}]
-    wspecs = {s.key: _worker_spec(s, run_dir, out, threads, config) for s in specs}
+    wspecs = {s.key: _worker_spec(s, run, out, threads, config) for s in specs}
     started = time.time()
     load_before = machine(threads)["load_avg"]
     workers, runtimes = _start(specs, wspecs, skipped, emit)
@@ -304,12 +313,12 @@ def run(config: BenchConfig, on_progress: ProgressFn | None = None) -> BenchResu
             worker.close()
     results = {
         "schema": 1, "created": started, "seconds": round(time.time() - started, 1),
-        "model": str(run_dir), "command": command_line(config), "config": asdict(config),
+        "model": str(run.root), "command": command_line(config), "config": asdict(config),
         "plan": asdict(config.plan()),
         "machine": {**machine(threads), "load_avg_before": load_before, "env": worker_env()},
         "eval": {**source, "size": len(texts), "labels": labels}, "cases": cases,
         "runtimes": runtimes, "results": rows, "skipped": skipped,
-        "targets": targets(rows, runtimes)}
+        "targets": bench_targets(rows, runtimes, BASELINE)}
     emit({"done": 1, "total": 1, "message": "writing the report"})
     files = bench_report.write_all(results, out, png=config.png)
     return BenchResult(str(out), str(files["json"]), str(files["markdown"]),

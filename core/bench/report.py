@@ -95,10 +95,14 @@ def _md_machine(results: dict) -> str:
 def _md_targets(t: dict) -> str:
     def mark(ok):
         return "n/a" if ok is None else ("met" if ok else "NOT met")
-    return (f"- Best CPU runtime at batch 1, typical sentence: **{t['best_cpu']}**, "
-            f"{_fmt(t['best_cpu_speedup'])}x PyTorch FP32 (target >= {t['speedup_target']}x, "
-            f"macro-F1 within 1 point: Δ {_fmt(t['best_cpu_f1_delta'])}): "
-            f"**{mark(t['speedup_met'])}**\n"
+    excluded = t.get("excluded_faster") or []
+    note = (f" Faster but left out for losing accuracy: {', '.join(excluded)}." if excluded
+            else "")
+    return (f"- Best CPU runtime at batch 1, typical sentence, accuracy kept (agreement >= "
+            f"{t.get('agreement_target', 99)}%, macro-F1 within {t.get('f1_drop_target', 1)} "
+            f"point): **{t['best_cpu']}**, {_fmt(t['best_cpu_speedup'])}x PyTorch FP32 (target "
+            f">= {t['speedup_target']}x; agreement {_fmt(t.get('best_cpu_agreement'))}%, "
+            f"ΔF1 {_fmt(t['best_cpu_f1_delta'])}): **{mark(t['speedup_met'])}**.{note}\n"
             f"- Lowest INT8 peak memory: **{t['int8_lowest_mem']}**, "
             f"{_fmt(t['int8_mem_ratio'])}x PyTorch's (target <= {t['mem_target']}): "
             f"**{mark(t['mem_met'])}**\n")
@@ -193,7 +197,7 @@ def _tradeoff(results: dict):
 
 def save_png(fig, path: Path, width: int = 1100, height: int = 520) -> str | None:
     """Render ``fig`` to ``path`` in headless Chromium; returns None, or why it could not."""
-    from core.bench_browser import CHROMIUM_ARGS, chromium_path
+    from core.bench.browser import CHROMIUM_ARGS, chromium_path
 
     chromium = chromium_path()
     if chromium is None:
@@ -238,12 +242,6 @@ def write_all(results: dict, out: str | Path, png: bool = True) -> dict:
     paths.atomic_write_text(files["markdown"], markdown(results))
     paths.atomic_write_text(files["json"], json.dumps(results, indent=1, ensure_ascii=False))
     return files
-
-
-def list_saved(run_dir: str | Path) -> list[Path]:
-    """Saved benchmark folders of a run, newest first."""
-    bench = Path(run_dir) / "bench"
-    return sorted((p.parent for p in bench.glob("*/results.json")), reverse=True)
 
 
 def compare(a: dict, b: dict) -> list[dict]:

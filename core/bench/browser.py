@@ -1,6 +1,6 @@
 """The browser row: the INT8 ONNX model in onnxruntime-web (wasm) inside headless Chromium.
 
-``BrowserWorker`` drives one page; it runs inside a ``core.bench_worker`` process like every other
+``BrowserWorker`` drives one page; it runs inside a ``core.bench.worker`` process like every other
 row (one Playwright instance per process: the sync API allows one per thread). Text is tokenized
 in Python with the run's tokenizer (the same ids the browser bundle's JS tokenizer produces, as the
 web-bundle parity test checks); the page times ``session.run`` only, like the other rows time
@@ -55,12 +55,12 @@ window.benchReady = true;
 </script></body></html>"""
 
 
-def find_ort_web(run_dir: Path, explicit: str | None = None) -> Path | None:
-    """A folder holding the onnxruntime-web files the page needs, or None."""
+def find_ort_web(bundle: Path, explicit: str | None = None) -> Path | None:
+    """A folder holding the onnxruntime-web files the page needs (given, inside the run's
+    ``bundle``, or web_export's node_modules), or None."""
     from core import paths
 
     candidates = [Path(explicit)] if explicit else []
-    bundle = run_dir / "bundle"
     if bundle.is_dir():
         candidates += [p.parent for p in bundle.rglob(ORT_WEB_FILES[0])]
     candidates.append(paths.REPO_ROOT / "web_export" / "node_modules" / "onnxruntime-web" / "dist")

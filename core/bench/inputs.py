@@ -9,24 +9,21 @@ import numpy as np
 from core.errors import ConfigError
 
 
-def eval_set(run_dir: Path, model_dir: Path, data: str | None, limit: int | None):
+def eval_set(run, data: str | None, limit: int | None):
     """(texts, gold label ids, labels, source): the labeled sentences accuracy is measured on.
 
-    ``data`` given: that whole file. Otherwise the run's own test split, rebuilt from the dataset,
-    fractions and seed in ``metrics.json`` (the seed set with the default split when the run has
-    none); validation split if the test split is empty. ``limit`` keeps an evenly spaced subset,
-    so every label (the split is grouped by label) stays represented.
+    ``data`` given: that whole file. Otherwise the run's own test split (``RunFolder.saved_split``;
+    a run without metrics.json is refused there); validation split if the test split is empty.
+    ``limit`` keeps an evenly spaced subset, so every label (the split is grouped by label) stays
+    represented.
     """
     from core import data as datasets
-    from core.runtimes.base import model_labels
-    from core.train import saved_split
 
-    labels = model_labels(model_dir)
-    metrics = run_dir / "metrics.json"
+    labels = run.labels()
     if data:
         name, split_name, records = data, "all", datasets.load_dataset(data)
     else:
-        name, split = saved_split(run_dir)
+        name, split = run.saved_split()
         split_name, records = ("test", split.test) if split.test else ("val", split.val)
     records = [r for r in records if r.label in labels]
     if not records:
@@ -35,8 +32,7 @@ def eval_set(run_dir: Path, model_dir: Path, data: str | None, limit: int | None
     if limit and len(records) > limit:
         keep = np.unique(np.linspace(0, len(records) - 1, limit).round().astype(int))
         records = [records[i] for i in keep]
-    source = {"dataset": str(name or "seed"), "split": split_name,
-              "from_metrics": metrics.is_file()}
+    source = {"dataset": str(name or "seed"), "split": split_name}
     gold = np.array([labels.index(r.label) for r in records])
     return [r.text for r in records], gold, labels, source
 

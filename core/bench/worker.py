@@ -2,11 +2,11 @@
 
 Each runtime gets a fresh process so its load time and peak memory are its own, and so thread pools
 left spinning by one runtime cannot slow the next (shared stack notes, "Runtimes"). The parent
-(``ProcessWorker``) sends one command per line on stdin; the child (``python -m core.bench_worker
+(``ProcessWorker``) sends one command per line on stdin; the child (``python -m core.bench.worker
 SPEC``) answers one JSON line on its own copy of stdout; anything libraries print goes to stderr.
 
 Commands: load, time (forward on a fixed batch: warm-up then timed calls), logits, memory,
-serve / unserve (the runtime behind core.serving's HTTP endpoint), exit.
+serve / unserve (the runtime behind core.bench.serving's HTTP endpoint), exit.
 """
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ class Handler:
         self.spec = spec
         self.runtime = None
         self.server = None
-        self.browser = None  # core.bench_browser.BrowserWorker for the browser rows
+        self.browser = None  # core.bench.browser.BrowserWorker for the browser rows
 
     def load(self, req: dict) -> dict:
         from core.runtimes import load
 
         if self.spec["library"] == "browser":
-            from core.bench_browser import BrowserWorker
+            from core.bench.browser import BrowserWorker
 
             self.browser = BrowserWorker(self.spec)
             return self.browser.start()
@@ -114,7 +114,7 @@ class Handler:
         return {"rss_mb": _rss_mb(), "peak_rss_mb": _peak_rss_mb()}
 
     def serve(self, req: dict) -> dict:
-        from core.serving import start_server
+        from core.bench.serving import start_server
 
         if self.browser is not None:
             raise RuntimeError("the browser row is not served over HTTP")
@@ -190,7 +190,7 @@ class ProcessWorker:
             Path(spec["log"]).parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(spec.get("log") or os.devnull, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.bench_worker", json.dumps(spec)], cwd=paths.REPO_ROOT,
+            [sys.executable, "-m", "core.bench.worker", json.dumps(spec)], cwd=paths.REPO_ROOT,
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, encoding="utf-8")
         self._lines: queue.Queue = queue.Queue()

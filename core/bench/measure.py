@@ -1,7 +1,7 @@
 """The measuring half of the benchmark: interleaved rounds over workers, statistics, result rows.
 
-Everything here works on *workers* (``core.bench_worker.ProcessWorker``,
-``core.bench_browser.BrowserWorker`` or a test's fake): objects with ``spec`` (a dict with at least
+Everything here works on *workers* (``core.bench.worker.ProcessWorker``,
+``core.bench.browser.BrowserWorker`` or a test's fake): objects with ``spec`` (a dict with at least
 ``key``), ``info`` (from ``start()``), ``time(texts, warmup, iters)``, ``logits(texts)`` and
 ``memory()``. Ratios are always against the PyTorch FP32 row measured in the same run.
 """
@@ -138,33 +138,6 @@ def add_ratios(rows: list[dict], runtimes: list[dict]) -> None:
     for row in rows:
         rt = next(r for r in runtimes if r["key"] == row["key"])
         row["mem_ratio_vs_pytorch"] = rt["mem_ratio_vs_pytorch"]
-
-
-def targets(rows: list[dict], runtimes: list[dict], min_speedup: float = 5.0,
-            max_f1_drop: float = 1.0, max_mem_ratio: float = 0.5) -> dict:
-    """The issue's targets: the best CPU runtime (macro-F1 within ``max_f1_drop`` points of
-    PyTorch) at batch 1 on the typical sentence, and the best INT8 memory ratio."""
-    by_key = {rt["key"]: rt for rt in runtimes}
-    typical = [r for r in rows if r["kind"] == "latency" and r["case"] == "typical"
-               and r["device"] == "cpu" and r["key"] != BASELINE
-               and r.get("speedup_vs_pytorch") is not None]
-    fair = [r for r in typical if by_key[r["key"]].get("f1_delta_vs_pytorch") is not None
-            and by_key[r["key"]]["f1_delta_vs_pytorch"] >= -max_f1_drop]
-    best = max(fair, key=lambda r: r["speedup_vs_pytorch"], default=None)
-    int8 = [rt for rt in runtimes if rt.get("precision") == "int8"
-            and rt.get("mem_ratio_vs_pytorch") is not None]
-    lean = min(int8, key=lambda rt: rt["mem_ratio_vs_pytorch"], default=None)
-    return {
-        "best_cpu": best and best["key"],
-        "best_cpu_speedup": best and best["speedup_vs_pytorch"],
-        "best_cpu_f1_delta": best and by_key[best["key"]]["f1_delta_vs_pytorch"],
-        "speedup_target": min_speedup,
-        "speedup_met": None if best is None else best["speedup_vs_pytorch"] >= min_speedup,
-        "int8_lowest_mem": lean and lean["key"],
-        "int8_mem_ratio": lean and lean["mem_ratio_vs_pytorch"],
-        "mem_target": max_mem_ratio,
-        "mem_met": None if lean is None else lean["mem_ratio_vs_pytorch"] <= max_mem_ratio,
-    }
 
 
 def _cpu_info() -> tuple[str, list[str]]:

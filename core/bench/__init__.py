@@ -1,0 +1,1 @@
+"""The benchmark: harness (benchmark), workers, inputs, measurement, HTTP serving, browser row, reports."""
