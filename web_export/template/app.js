@@ -5,7 +5,14 @@ import { Tokenizer } from "./vendor/tokenizers/tokenizers.min.mjs";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
-const state = { ready: false, error: null, threads: 1, isolated: window.crossOriginIsolated };
+// bundle.ready: a Promise that resolves once the model can run ({ labels, max_length, threads })
+// and rejects with the load error; bundle.loaded / bundle.error say the same synchronously.
+// classify() and logits() wait on it, so automation may call them as soon as the page starts.
+let settle;
+const ready = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+ready.catch(() => {}); // a load error is shown on the page; no "unhandled rejection" on top
+const state = { ready, loaded: false, error: null, threads: 1,
+                isolated: window.crossOriginIsolated };
 window.bundle = state;
 
 // Cross-origin isolation (needed for multi-threaded wasm, see
@@ -71,10 +78,11 @@ function feeds(ids) {
   return out;
 }
 
-// One run at a time: a wasm session must not be entered twice concurrently.
+// One run at a time: a wasm session must not be entered twice concurrently. A call made while the
+// model loads waits for it (and rejects with the load error if loading fails).
 let queue = Promise.resolve();
 function logits(text) {
-  const job = queue.then(async () => {
+  const job = queue.then(() => ready).then(async () => {
     const result = await state.session.run(feeds(encode(text)));
     return Array.from(result[state.session.outputNames[0]].data);
   });
@@ -90,7 +98,7 @@ function softmax(xs) {
 }
 
 async function classify(text) {
-  if (!state.ready) throw new Error(state.error || "the model is still loading");
+  await ready;
   const t0 = performance.now();
   const probs = softmax(await logits(String(text)));
   const ms = performance.now() - t0;
@@ -184,7 +192,8 @@ async function main() {
   state.session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
   state.threads = ort.env.wasm.numThreads; // ORT resets it to 1 when isolation is missing
   state.loadMs = performance.now();
-  state.ready = true;
+  state.loaded = true;
+  settle.resolve({ labels: facts.labels, max_length: facts.max_length, threads: state.threads });
   renderFacts();
   renderExamples();
   $("predict").disabled = false;
@@ -197,7 +206,10 @@ async function main() {
 }
 
 window.classify = classify;
-state.encode = (text) => { if (!state.ready) throw new Error("not ready"); return encode(text); };
+state.encode = (text) => { // synchronous, for tests: only once bundle.ready has resolved
+  if (!state.loaded) throw new Error(state.error || "not loaded yet: await window.bundle.ready");
+  return encode(text);
+};
 state.logits = logits;
 $("predict").addEventListener("click", predictFromBox);
 $("text").addEventListener("keydown", (e) => {
@@ -207,4 +219,5 @@ main().catch((err) => {
   state.error = String(err && err.message ? err.message : err);
   $("status").textContent = `Could not load the model: ${state.error}`;
   console.error(err);
+  settle.reject(err instanceof Error ? err : new Error(state.error));
 });
