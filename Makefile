@@ -17,7 +17,7 @@ LOCK_TOOLS := $(VENV)/lock-tools
 REQ_STAMP := $(VENV)/.req-$(shell { cat $(LOCK) 2>/dev/null; echo pip==$(PIP_VERSION); } | sha1sum | cut -c1-12)
 NPM_STAMP := web_export/node_modules/.lock-$(shell [ -f web_export/package-lock.json ] && sha1sum web_export/package-lock.json | cut -c1-12)
 
-.PHONY: setup sysdeps lock run test
+.PHONY: setup sysdeps lock run demo test
 setup: sysdeps $(REQ_STAMP) $(NPM_STAMP)
 
 # Debian packages the browser tests and screenshots need (Chromium, a Korean font).
@@ -53,6 +53,15 @@ $(NPM_STAMP):
 run: setup
 	STUDIO_AUTOBUILD=1 $(VENV)/bin/streamlit run streamlit_app.py --server.headless true \
 	  --server.address 127.0.0.1 --server.port $(PORT) --browser.gatherUsageStats false
+
+# The public demo (STUDIO_MODE=demo, see README "Hosting the demo"): build the default run's model,
+# INT8 export and browser bundle when missing, then serve with uploads capped at 2 MB (the flag takes
+# whole megabytes) and no error details or developer menu for visitors.
+demo: setup
+	$(PYTHON) -m core demo-prepare
+	STUDIO_MODE=demo $(VENV)/bin/streamlit run streamlit_app.py --server.headless true \
+	  --server.address 127.0.0.1 --server.port $(PORT) --server.maxUploadSize 2 \
+	  --client.showErrorDetails none --client.toolbarMode viewer --browser.gatherUsageStats false
 
 test: setup
 	$(PYTHON) -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" && rc=0; exit $$rc

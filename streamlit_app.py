@@ -11,7 +11,7 @@ from core import jobs, paths, state
 from core.labels import DEFAULT_LABELS
 from core.run import RunFolder
 from core.train import TrainConfig
-from pages.common import job_panel, page
+from pages.common import demo_home, guard, job_panel, page
 
 DEFAULT_RUN_JOB = "train:default"
 
@@ -27,7 +27,11 @@ def maybe_build_default_run() -> None:
     jobs.start(DEFAULT_RUN_JOB, TrainConfig())
 
 
-page("Korean emotion classifier studio")
+demo = guard("home")
+page("Korean emotion classifier" + ("" if demo else " studio"))
+if demo:  # a public demo: what visitors can do; no jobs, no workspace state, no paths
+    demo_home()
+    st.stop()
 st.write("Build a Korean emotion classifier end to end: generate labeled data with an LLM, "
          "validate JSONL datasets, fine-tune an encoder with its lower layers frozen, export "
          "ONNX + INT8, benchmark runtimes, and ship a bundle that runs in any browser.")

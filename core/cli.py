@@ -16,7 +16,7 @@ from core.progress import job_event_log
 
 # Modules that add subcommands; each keeps heavy imports inside its handlers.
 COMMAND_MODULES = ["core.data_cli", "core.generate.cli", "core.train_cli", "core.export_cli",
-                   "core.web_export_cli", "core.bench.cli", "core.selftest_cli"]
+                   "core.web_export_cli", "core.bench.cli", "core.selftest_cli", "core.demo_cli"]
 
 
 def overrides(args: argparse.Namespace, fields: dict[str, str]) -> dict:

@@ -1,4 +1,4 @@
-"""`python -m core data ...`: validate, stats and split JSONL datasets."""
+"""`python -m core data ...`: validate, stats, split and audit JSONL datasets."""
 
 from __future__ import annotations
 
@@ -112,3 +112,82 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=int, default=data.SPLIT_SEED)
     s.add_argument("--drop-duplicates", action="store_true")
     s.set_defaults(handler=_split)
+    a = sub.add_parser("audit", help="likely label errors (cleanlab) and near-duplicates that "
+                       "fall in different splits", description=AUDIT_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("path", help="JSONL file (or a saved dataset name)")
+    a.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    a.add_argument("--folds", type=int, help="stratified k-fold for out-of-fold probabilities")
+    a.add_argument("--top", type=int, help="flagged rows to list, worst first (0 = all)")
+    a.add_argument("--base", help="encoder: bundled name, Hugging Face id or model folder")
+    a.add_argument("--cosine", type=float, help="near-duplicate embedding cosine threshold")
+    a.add_argument("--jaccard", type=float, help="near-duplicate char-3-gram Jaccard threshold")
+    a.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
+    a.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                   help="recompute the embeddings even when cached")
+    a.set_defaults(handler=_audit)
+
+
+AUDIT_HELP = """Find likely label errors and train/test leakage in a dataset.
+
+Every text is embedded once with a frozen encoder (the bundled e5-small-ko by default; cached in
+workspace/cache/embeddings), a logistic regression gives out-of-fold probabilities (stratified
+k-fold), and cleanlab flags the rows whose label the held-out model doubts: each is listed with its
+line, the given label, the model's label and its probability, worst first. Then pairs of
+near-duplicates (embedding cosine or character-3-gram Jaccard over the thresholds) that fall in
+different splits of the dataset's split (the one saved with it, or the defaults) are listed.
+Exit status 0 when the audit ran (whatever it found).
+"""
+
+_AUDIT_FIELDS = {"folds": "folds", "top": "top", "base": "base", "cosine": "cosine_threshold",
+                 "jaccard": "jaccard_threshold", "threads": "num_threads",
+                 "use_cache": "use_cache"}
+
+
+def _audit(args) -> tuple[int, object]:
+    from core.audit import AuditConfig
+    from core.cli import overrides
+
+    return run_audit(AuditConfig(data=args.path, **overrides(args, _AUDIT_FIELDS)),
+                     as_json=args.json)
+
+
+def run_audit(config, as_json: bool = False) -> tuple[int, object]:
+    """Run an audit with a progress bar; print a summary (or the JSON result)."""
+    import dataclasses
+
+    from core import audit
+    from core.progress import CliProgress
+
+    progress = CliProgress("audit")
+    try:
+        result = audit.run(config, on_progress=progress)
+    finally:
+        progress.close()
+    payload = dataclasses.asdict(result)
+    if as_json:
+        _write(json.dumps(payload, ensure_ascii=False) + "\n")
+    else:
+        _print_audit(result)
+    return 0, {k: v for k, v in payload.items() if k not in ("issues", "leaks")}
+
+
+def _print_audit(result) -> None:
+    out = _write
+    how = result.split
+    out(f"{result.source}: {result.count} records, out-of-fold accuracy "
+        f"{result.oof_accuracy:.3f}, {result.flagged} flagged as likely mislabeled "
+        f"({len(result.issues)} listed), {len(result.leaks)} near-duplicate pairs across splits "
+        f"({result.seconds:.0f}s{', embeddings cached' if result.cached else ''})\n")
+    if result.issues:
+        out("likely label errors (line: given -> suggested, model probability, quality):\n")
+    for i in result.issues:
+        out(f"  line {i.line}: {i.label} -> {i.suggested} (p={i.confidence:.2f}, "
+            f"q={i.quality:.3f})  {i.text}\n")
+    sizes = ", ".join(f"{k} {v}" for k, v in how["sizes"].items())
+    out(f"split: val {how['val_frac']}, test {how['test_frac']}, seed {how['seed']} "
+        f"({how['source']}; {sizes})\n")
+    for p in result.leaks:
+        out(f"  line {p.line_a} ({p.split_a}) ~ line {p.line_b} ({p.split_b}): cosine "
+            f"{p.cosine:.3f}, jaccard {p.jaccard:.2f}\n    {p.text_a} [{p.label_a}]\n"
+            f"    {p.text_b} [{p.label_b}]\n")

@@ -44,7 +44,7 @@ class TrainConfig:
     freeze_below: int = DEFAULT_FREEZE_BELOW  # freeze embeddings + layers below K (0 = none)
     epochs: int = 8  # maximum epochs (early stopping may end sooner)
     learning_rate: float = 2e-4  # AdamW peak learning rate
-    batch_size: int = 16  # training examples per step (per process)
+    batch_size: int = 16  # training examples per step (all processes together)
     max_length: int = 64  # tokens per text, truncated; the seed texts are 1-58 characters
     warmup_ratio: float = 0.1  # share of steps with a linearly rising learning rate
     weight_decay: float = 0.01  # AdamW decay (not applied to biases and LayerNorm)
@@ -106,6 +106,8 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)  # training pass only, no validation
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val metrics, seconds
     split_sizes: dict = field(default_factory=dict)
+    processes: int = 1  # training processes (Accelerate / torchrun), each computing a batch slice
+    examples_seen: int = 0  # training examples the main process computed, summed over epochs
 
 
 def _label_order(records, wanted: tuple[str, ...] | None) -> list[str]:
@@ -148,13 +150,50 @@ def _collate(pad_id: int):
     return collate
 
 
+class LengthBatches:
+    """Batches of texts of similar length, so little compute goes to padding (the seed texts are
+    1-91 characters; random batches pad every text to the batch's longest).
+
+    Training (``shuffle``): each epoch shuffles the indices, cuts them into pools of ``pool``
+    batches, sorts each pool by length, batches it and shuffles the batches: still a random order
+    of examples across epochs. Evaluation: sorted by length, fixed. Deterministic for a seed, and
+    the same on every process (Accelerate then gives each process its slice of each batch)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int,
+                 pool: int = 50):
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        self.seed, self.pool, self.epoch = seed, pool, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        import random
+
+        order = list(range(len(self.lengths)))
+        if not self.shuffle:
+            order.sort(key=lambda i: self.lengths[i])
+            yield from (order[i:i + self.batch_size] for i in range(0, len(order),
+                                                                       self.batch_size))
+            return
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        self.epoch += 1
+        rng.shuffle(order)
+        span = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk),
+                                                                     self.batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
 def _loader(examples, batch_size: int, pad_id: int, shuffle: bool, seed: int):
-    import torch
     from torch.utils.data import DataLoader
 
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=_collate(pad_id))
+    batches = LengthBatches([len(e["input_ids"]) for e in examples], batch_size, shuffle, seed)
+    return DataLoader(examples, batch_sampler=batches, collate_fn=_collate(pad_id))
 
 
 class Trainer:
@@ -189,26 +228,29 @@ class Trainer:
                 cache[i] = hidden[j, :n].clone()
         return hidden
 
-    def _forward(self, batch: dict, part: str):
+    def _forward(self, batch: dict, part: str, model=None):
         hidden = self._hidden(batch, part)
         if hidden is None:
             keys = ("input_ids", "attention_mask", "token_type_ids")
             inputs = {k: batch[k] for k in keys if k in batch}
         else:
             inputs = {"inputs_embeds": hidden, "attention_mask": batch["attention_mask"]}
-        return self.model(**inputs, labels=batch["labels"])
+        return (model or self.model)(**inputs, labels=batch["labels"])
 
     def evaluate(self, part: str) -> dict:
+        """Metrics on a whole split. Every process scores all of it with the unwrapped model (no
+        collectives, no uneven gathers), so every process takes the same early-stopping step."""
         import torch
 
-        self.model.eval()
+        model = self.acc.unwrap_model(self.model)
+        model.eval()
         golds, preds, loss_sum, count = [], [], 0.0, 0
         with torch.no_grad():
             for batch in self.loaders[part]:
-                out = self._forward(batch, part)
-                pred, gold = self.acc.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
-                preds += pred.tolist()
-                golds += gold.tolist()
+                batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+                out = self._forward(batch, part, model)
+                preds += out.logits.argmax(-1).tolist()
+                golds += batch["labels"].tolist()
                 loss_sum += float(out.loss) * len(batch["labels"])
                 count += len(batch["labels"])
         metrics = classification_metrics(golds, preds, self.labels)
@@ -227,31 +269,41 @@ class Trainer:
                    "weight_decay": cfg.weight_decay},
                   {"params": [p for n, p in self.named if no_decay(n)], "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
-        self.model, self.optimizer, *dls = acc.prepare(self.model, optimizer,
-                                                       *self.loaders.values())
-        self.loaders = dict(zip(self.loaders, dls))
+        # The loaders stay ours: every process reads every global batch and computes its own
+        # slice of it (_my_slice); evaluation runs whole on every process.
+        self.model, self.optimizer = acc.prepare(self.model, optimizer)
         if self.prefix.module is not None:
             self.prefix.module.to(acc.device)
         self.total = cfg.epochs * len(self.loaders["train"])
-        # Not passed to prepare(): steps are counted on this process's own shard of the data.
+        self.examples_seen = 0
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * self.total), self.total)
         self.step = 0
 
+    def _my_slice(self, batch: dict) -> tuple[dict, float]:
+        """This process's rows of a global batch (rows rank, rank + n, ...) and the weight that
+        turns its mean loss into its share of the global mean: DDP averages the gradients over
+        the n processes, so the step equals one process training on the whole batch."""
+        n, rank, full = self.acc.num_processes, self.acc.process_index, len(batch["labels"])
+        rows = list(range(rank, full, n)) or [0]  # an empty slice still joins the all-reduce
+        weight = (len(rows) * n / full) if rank < full else 0.0
+        return {k: v[rows].to(self.acc.device) for k, v in batch.items()}, weight
+
     def _train_epoch(self, epoch: int) -> float:
-        """One pass over the training data; returns the mean training loss."""
+        """One pass over the training data; returns the mean training loss (this process's)."""
         cfg, params = self.config, [p for _, p in self.named]
         self.model.train()
         seen, loss_sum, window = 0, 0.0, (time.perf_counter(), 0)
-        for batch in self.loaders["train"]:
+        for full_batch in self.loaders["train"]:
+            batch, weight = self._my_slice(full_batch)
             loss = self._forward(batch, "train").loss
-            self.acc.backward(loss)
+            self.acc.backward(loss * weight)
             self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad()
             value = float(loss.detach())
-            self.step, seen = self.step + 1, seen + len(batch["labels"])
+            self.step, seen = self.step + 1, seen + (len(batch["labels"]) if weight else 0)
             loss_sum += value * len(batch["labels"])
             if self.step % cfg.log_every == 0 or self.step == self.total:
                 now = time.perf_counter()
@@ -260,6 +312,7 @@ class Trainer:
                            "examples_per_s": (seen - window[1]) / max(now - window[0], 1e-9),
                            "message": f"epoch {epoch}/{cfg.epochs} loss {value:.3f}"})
                 window = (now, seen)
+        self.examples_seen += seen
         return loss_sum / max(seen, 1)
 
     def fit(self) -> dict:
@@ -345,6 +398,21 @@ def split_params(config: TrainConfig) -> dict:
     return {"data": config.data, **how, "source": "saved with the dataset" if saved else "config"}
 
 
+DIST_INIT_ENV = "STUDIO_DIST_INIT"
+
+
+def _join_processes() -> None:
+    """Processes started without torchrun's TCP rendezvous (``STUDIO_DIST_INIT=file:///PATH``
+    with RANK and WORLD_SIZE, e.g. by a test) meet through a shared file, no port: gloo on CPU.
+    Accelerate then finds the process group already made and uses it."""
+    import torch.distributed as dist
+
+    init = os.environ.get(DIST_INIT_ENV)
+    if init and not dist.is_initialized():
+        dist.init_process_group("gloo", init_method=init, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
+
+
 def _is_main_process() -> bool:
     """Rank 0 (or a plain single process): the one that takes the lock and writes the run."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
@@ -374,6 +442,7 @@ def _run(config: TrainConfig, emit: ProgressFn) -> TrainResult:
 
 
 def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> TrainResult:
+    import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -387,7 +456,10 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
     if not split.val or not split.train:
         raise ConfigError(f"train: {len(records)} records give split {split.sizes()}; "
                           "the validation and training splits both need records (add data)")
-    accelerator = Accelerator()
+    # cpu: without CUDA, a torchrun/accelerate launch of N processes trains over gloo on the CPU.
+    # batch_size stays the global batch however many processes share it (Trainer._my_slice).
+    _join_processes()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(config.seed)  # before loading: the new classifier head is randomly initialised
     model, tokenizer, _ = load_for_classification(config.base, labels, on_progress=emit)
     prefix = FrozenPrefix(model, config.freeze_below)
@@ -410,7 +482,7 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
         base=str(config.base), freeze_below=prefix.k, num_layers=prefix.num_layers,
         trainable_params=prefix.trainable, total_params=prefix.total,
         train_seconds=round(time.perf_counter() - started, 2), split_sizes=split.sizes(),
-        **outcome)
+        processes=accelerator.num_processes, examples_seen=trainer.examples_seen, **outcome)
     if staging is not None:  # the main process writes the new run folder
         trainer.save(staging / "model", tokenizer)
         metrics = {**asdict(result), "config": asdict(config), "split": how}

@@ -14,7 +14,7 @@ from core.generate import API_KEY_ENV, DEFAULT_AXES, DEFAULT_MODEL, GenerateConf
 from core.generate.cli import parse_quotas
 from core.generate.store import tail_rows
 from core.labels import DEFAULT_LABEL_NAMES
-from pages.common import job_panel, page, show_error
+from pages.common import guard, job_panel, page, show_error
 
 
 def secret_key() -> str | None:
@@ -24,6 +24,7 @@ def secret_key() -> str | None:
         return None
 
 
+guard("generate")  # demo mode: refused here, before any key is read
 page("Generate")
 st.caption("Asks an OpenAI-compatible chat API for labeled Korean examples; every row is validated, "
            "deduplicated and appended at once, so a stopped run resumes where it left off.")

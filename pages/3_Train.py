@@ -9,8 +9,9 @@ from core.errors import StudioError
 from core.models.registry import BUNDLED_DEFAULT, BUNDLED_MODELS, SUGGESTED_HUB_MODELS
 from core.run import list_runs
 from core.train import TrainConfig
-from pages.common import job_panel, page, start_job
+from pages.common import guard, job_panel, page, start_job
 
+guard("train")  # demo mode: refused here
 page("Train")
 st.caption("Fine-tunes a BERT-family encoder; embeddings and encoder layers below K stay frozen "
            "(their outputs are cached after the first epoch, so training is fast on a CPU).")

@@ -5,8 +5,9 @@ import streamlit as st
 
 from core import gates
 from core.export import ExportConfig
-from pages.common import job_panel, page, pick_run, start_job
+from pages.common import guard, job_panel, page, pick_run, start_job
 
+guard("export")  # demo mode: refused here
 page("Export")
 st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
            "optimizer, INT8 dynamic quantization and OpenVINO NNCF INT8. The export checks "

@@ -8,9 +8,11 @@ import streamlit as st
 
 from core.bench import report as bench_report
 from core.bench.benchmark import RUNTIMES, BenchConfig, load_results, skip_reason
+from core.demo import scrub_obj
 from core.run import list_runs
-from pages.common import job_panel, page, pick_run, show_error, start_job
+from pages.common import guard, job_panel, page, pick_run, refuse, show_error, start_job
 
+demo = guard("benchmark")  # demo mode: the saved report only, read-only
 page("Benchmark")
 st.caption("Every runtime runs in its own process, warmed up, in interleaved rounds; medians of "
            "all samples; speed-ups and memory ratios are against PyTorch FP32 measured in the "
@@ -25,36 +27,42 @@ def row_name(k: str) -> str:
     return f"{RUNTIMES[k].runtime} {RUNTIMES[k].precision.upper()} ({k})"
 
 
-defaults = BenchConfig(str(run.root))
-reasons = {k: skip_reason(spec, run, defaults) for k, spec in RUNTIMES.items()}
-with st.expander("New benchmark", expanded=not run.bench_reports()):
-    chosen = st.multiselect("Runtimes", list(RUNTIMES), format_func=row_name,
-                            default=[k for k, why in reasons.items() if why is None])
-    unavailable = {k: why for k, why in reasons.items() if why and k in chosen}
-    if unavailable:
-        st.caption("Will be listed as skipped: " + "; ".join(
-            f"**{k}**: {why}" for k, why in unavailable.items()))
-    c1, c2, c3, c4 = st.columns(4)
-    quick = c1.checkbox("Quick (about a minute)", value=True)
-    rounds = c2.number_input("Rounds (0 = default)", 0, 20, 0)
-    threads = c3.number_input("Threads (0 = all cores)", 0, 256, 0)
-    serving = c4.checkbox("HTTP serving rows", value=defaults.serving)
-    clients = st.slider("Concurrent HTTP clients", 1, 16, defaults.serving_clients,
-                        disabled=not serving)
-    if st.button("Run benchmark", type="primary", disabled=not chosen):
-        start_job(key, lambda: BenchConfig(
-            str(run.root), runtimes=tuple(chosen), quick=quick, rounds=rounds or None,
-            threads=threads or None, serving=serving, serving_clients=clients))
-job_panel(key)
+if demo:
+    refuse("Running a benchmark")
+else:
+    defaults = BenchConfig(str(run.root))
+    reasons = {k: skip_reason(spec, run, defaults) for k, spec in RUNTIMES.items()}
+    with st.expander("New benchmark", expanded=not run.bench_reports()):
+        chosen = st.multiselect("Runtimes", list(RUNTIMES), format_func=row_name,
+                                default=[k for k, why in reasons.items() if why is None])
+        unavailable = {k: why for k, why in reasons.items() if why and k in chosen}
+        if unavailable:
+            st.caption("Will be listed as skipped: " + "; ".join(
+                f"**{k}**: {why}" for k, why in unavailable.items()))
+        c1, c2, c3, c4 = st.columns(4)
+        quick = c1.checkbox("Quick (about a minute)", value=True)
+        rounds = c2.number_input("Rounds (0 = default)", 0, 20, 0)
+        threads = c3.number_input("Threads (0 = all cores)", 0, 256, 0)
+        serving = c4.checkbox("HTTP serving rows", value=defaults.serving)
+        clients = st.slider("Concurrent HTTP clients", 1, 16, defaults.serving_clients,
+                            disabled=not serving)
+        if st.button("Run benchmark", type="primary", disabled=not chosen):
+            start_job(key, lambda: BenchConfig(
+                str(run.root), runtimes=tuple(chosen), quick=quick, rounds=rounds or None,
+                threads=threads or None, serving=serving, serving_clients=clients))
+    job_panel(key)
 
 saved = run.bench_reports()
 if not saved:
-    st.info("No saved benchmark for this run yet: start one above "
+    st.info("No benchmark has been published for this demo yet." if demo else
+            "No saved benchmark for this run yet: start one above "
             f"(or `python -m core bench --model {run.root} --quick`).")
     st.stop()
 folder = st.selectbox("Saved benchmark", saved, format_func=lambda p: p.name)
 try:
     results = load_results(folder)
+    if demo:  # what a visitor reads holds no server paths
+        results = scrub_obj(results)
 except (OSError, ValueError) as exc:
     show_error(exc)
     st.stop()
@@ -96,7 +104,7 @@ d2.download_button("results.json", json.dumps(results, indent=1, ensure_ascii=Fa
 d3.download_button("results.csv", bench_report.to_csv(results), file_name="results.csv",
                    mime="text/csv")
 
-others = [p for r in list_runs() for p in r.bench_reports() if p != folder]
+others = [] if demo else [p for r in list_runs() for p in r.bench_reports() if p != folder]
 if others:
     st.subheader("Compare with another saved benchmark")
     other = st.selectbox("Benchmark B", others, format_func=lambda p: f"{p.parent.parent.name} / "

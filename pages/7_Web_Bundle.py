@@ -5,36 +5,41 @@ import plotly.express as px
 import streamlit as st
 
 from core import gates, web_export
-from pages.common import job_panel, page, pick_run, start_job
+from pages.common import guard, job_panel, page, pick_run, refuse, start_job
 
+demo = guard("web-bundle")  # demo mode: the prebuilt bundle, download only
 page("Web bundle")
 st.caption("A static page that classifies Korean text in the browser with onnxruntime-web (INT8, "
            "WebAssembly): the model, tokenizer and runtime files in one folder, no server and no "
            "CDN. Host it anywhere static files go (GitHub Pages, a Hugging Face static Space).")
 
 missing = web_export.missing_vendor_files()
-if missing:
+if missing and not demo:
     st.warning("The browser packages are not installed: run `make setup` (or "
                f"`cd web_export && npm ci`). Missing: {missing[0]}")
 
 run = pick_run()
-defaults = web_export.WebExportConfig(model=str(run.root))
-c1, c2 = st.columns([1, 3])
-examples = c1.number_input("Example sentences", 0, 50, defaults.examples,
-                           help="short sentences from the seed set")
-title = c2.text_input("Page title", defaults.title)
-if not run.onnx("int8").is_file():
-    st.caption("This run has no INT8 model yet: the build exports it first.")
+if demo:
+    refuse("Building a bundle")
+else:
+    defaults = web_export.WebExportConfig(model=str(run.root))
+    c1, c2 = st.columns([1, 3])
+    examples = c1.number_input("Example sentences", 0, 50, defaults.examples,
+                               help="short sentences from the seed set")
+    title = c2.text_input("Page title", defaults.title)
+    if not run.onnx("int8").is_file():
+        st.caption("This run has no INT8 model yet: the build exports it first.")
 
-key = f"webexport:{run.name}"
-if st.button("Build bundle", type="primary", disabled=bool(missing)):
-    start_job(key, lambda: web_export.WebExportConfig(model=str(run.root), zip=True,
-                                                      examples=int(examples), title=title))
-job_panel(key)
+    key = f"webexport:{run.name}"
+    if st.button("Build bundle", type="primary", disabled=bool(missing)):
+        start_job(key, lambda: web_export.WebExportConfig(model=str(run.root), zip=True,
+                                                          examples=int(examples), title=title))
+    job_panel(key)
 
 report = run.bundle_report()
 if report is None:
-    st.info("No bundle for this run yet: press **Build bundle**.")
+    st.info("No browser bundle has been published for this demo yet." if demo else
+            "No bundle for this run yet: press **Build bundle**.")
     st.stop()
 
 st.subheader("Size")
@@ -71,8 +76,12 @@ if run.bundle_zip.is_file():
     st.download_button("Download bundle (zip)", data=run.bundle_zip.read_bytes,
                        file_name=f"{run.name}-web-bundle.zip", mime="application/zip",
                        type="primary", on_click="ignore")
+elif demo:
+    st.info("The bundle zip has not been published for this demo yet.")
 else:
     st.info("This bundle was built without a zip: build it here to get one.")
+if demo:  # no server paths, no preview server: the download is all a visitor gets
+    st.stop()
 st.caption(f"Folder: `{run.bundle_dir}`. Preview it anywhere with "
            f"`python {run.bundle_dir}/serve.py`.")
 

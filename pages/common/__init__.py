@@ -8,7 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, paths
+from core import demo, jobs, paths
 from core.errors import StudioError
 from core.run import RunFolder, list_runs
 
@@ -18,6 +18,48 @@ MENU = [("streamlit_app.py", "Home"), ("pages/2_Generate.py", "Generate"),
         ("pages/1_Dataset.py", "Dataset"), ("pages/3_Train.py", "Train"),
         ("pages/4_Demo.py", "Demo"), ("pages/5_Export.py", "Export"),
         ("pages/6_Benchmark.py", "Benchmark"), ("pages/7_Web_Bundle.py", "Web bundle")]
+# Each page's kind, as core.demo names them (demo mode opens only core.demo.OPEN_PAGES).
+PAGE_KINDS = {"streamlit_app.py": "home", "pages/2_Generate.py": "generate",
+              "pages/1_Dataset.py": "dataset", "pages/3_Train.py": "train",
+              "pages/4_Demo.py": "demo", "pages/5_Export.py": "export",
+              "pages/6_Benchmark.py": "benchmark", "pages/7_Web_Bundle.py": "web-bundle"}
+TITLES = {"generate": "Generate", "train": "Train", "export": "Export", "dataset": "Dataset",
+          "demo": "Demo", "benchmark": "Benchmark", "web-bundle": "Web bundle"}
+
+
+def menu() -> list[tuple[str, str]]:
+    """(file, label) of the sidebar menu: every stage, or in demo mode only the open pages
+    (Home, Demo, Upload check, Benchmark, Web bundle)."""
+    entries = [(path, label) for path, label in MENU if (paths.REPO_ROOT / path).exists()]
+    if not demo.is_demo():
+        return entries
+    open_files = {PAGE_KINDS[path]: path for path, _ in entries
+                  if PAGE_KINDS.get(path) in demo.OPEN_PAGES}
+    return [(open_files[kind], label) for kind, label in demo.OPEN_PAGES.items()
+            if kind in open_files]
+
+
+def guard(kind: str) -> bool:
+    """Call at the top of every page: returns whether the app runs as a public demo. In demo
+    mode a page that is not open to visitors (generate, train, export, anything unknown) says so
+    and stops here, before any widget is drawn, whoever links to it."""
+    if not demo.is_demo():
+        return False
+    try:  # uncaught errors show no type, message or traceback to visitors
+        st.set_option("client.showErrorDetails", "none")
+    except Exception:  # an option Streamlit no longer lets a script set: the CLI flag sets it
+        pass
+    if not demo.page_allowed(kind):
+        page(TITLES.get(kind, "Not available"))
+        st.info(f"{TITLES.get(kind, 'This page')} {demo.REFUSAL}. Open the Demo page to "
+                "classify text or your own JSONL file.")
+        st.stop()
+    return True
+
+
+def refuse(what: str) -> None:
+    """In a page open to visitors, the note that replaces a control they may not use."""
+    st.info(f"{what} {demo.REFUSAL}.")
 
 
 def page(title: str) -> None:
@@ -29,18 +71,77 @@ def page(title: str) -> None:
         pass  # already set by this run
     with st.sidebar:
         try:
-            for path, label in MENU:
-                if (paths.REPO_ROOT / path).exists():
-                    st.page_link(path, label=label)
+            for path, label in menu():
+                st.page_link(path, label=label)
         except st.errors.StreamlitAPIException:
             pass  # a page run on its own (AppTest.from_file) has no multipage app around it
         st.divider()
     st.title(title)
 
 
+def plain(text: str) -> str:
+    """``text`` for st.markdown with every Markdown character escaped: shown as typed, never as
+    a link, image, heading or HTML."""
+    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
+
+
+_MARKDOWN = set("\\`*_{}[]()<>#+-.!|~$:=&")
+
+
+def demo_home() -> None:
+    """The home page of the public demo: what the model is and what a visitor can do."""
+    from core.labels import DEFAULT_LABELS
+
+    st.write("A Korean emotion classifier: a multilingual-e5-small encoder fine-tuned on a "
+             "hand-written Korean set, exported to ONNX and quantized to INT8. Everything here "
+             "runs on this server's CPU; nothing you type or upload is stored.")
+    run = RunFolder.default()
+    try:
+        test = (run.metrics().get("test") or {}) if run.is_trained() else {}
+    except StudioError:
+        test = {}
+    if test.get("macro_f1") is not None:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Test macro-F1", f"{test['macro_f1']:.3f}")
+        c2.metric("Test accuracy", f"{test.get('accuracy', 0):.3f}")
+        c3.metric("Labels", len(run.labels()))
+    if not run.onnx("int8").is_file():
+        st.info("The demo model is not published yet: come back a little later.")
+    pages = [("pages/4_Demo.py", "Demo: classify a sentence"),
+             ("pages/1_Dataset.py", "Upload check: validate a JSONL file"),
+             ("pages/6_Benchmark.py", "Benchmark: how fast each runtime is"),
+             ("pages/7_Web_Bundle.py", "Web bundle: download the page that runs in a browser")]
+    for path, label in pages:
+        try:
+            st.page_link(path, label=label)
+        except st.errors.StreamlitAPIException:  # run on its own (AppTest), no multipage app
+            st.markdown(f"- {label}")
+    with st.expander("Labels"):
+        st.table([{"label": lab.name, "한국어": lab.ko, "English": lab.en}
+                  for lab in DEFAULT_LABELS])
+
+
+def upload_ok(file) -> bool:
+    """Whether an uploaded file is within core.demo's size and line limits; when it is not, say
+    so (by name) and leave it out."""
+    try:
+        demo.check_upload(file.getvalue())
+        return True
+    except demo.DemoLimit as exc:
+        st.error(f"**{plain(file.name)}**: {exc}")
+        return False
+
+
 def pick_run(missing: str = "No trained run yet: train one on the Train page first."
              ) -> RunFolder:
-    """A run chosen in a selectbox; when there is none, say what to do and stop the page."""
+    """A run chosen in a selectbox; when there is none, say what to do and stop the page. In
+    demo mode the default run, the only one visitors see."""
+    if demo.is_demo():
+        run = RunFolder.default()
+        if not run.is_trained():
+            st.info("The demo model is not published yet: come back a little later.")
+            st.stop()
+        return run
     runs = list_runs()
     if not runs:
         st.info(missing)
@@ -50,7 +151,11 @@ def pick_run(missing: str = "No trained run yet: train one on the Train page fir
 
 def start_job(key: str, make_config, env: dict[str, str] | None = None) -> None:
     """Build a stage's config (``make_config()``) and start it as a background job; a bad value
-    or a failure to start is shown as a message, never raised into the page."""
+    or a failure to start is shown as a message, never raised into the page. Demo mode starts
+    nothing."""
+    if demo.is_demo():
+        refuse("Starting jobs")
+        return
     try:
         jobs.start(key, make_config(), env=env)
     except Exception as exc:  # shown as a message, never a traceback
@@ -58,8 +163,11 @@ def start_job(key: str, make_config, env: dict[str, str] | None = None) -> None:
 
 
 def show_error(exc: Exception) -> None:
-    """Typed errors are shown as their message; anything else also names its type."""
-    if isinstance(exc, StudioError):
+    """Typed errors are shown as their message; anything else also names its type. In demo
+    mode without server paths."""
+    if demo.is_demo():
+        st.error(demo.public_error(exc))
+    elif isinstance(exc, StudioError):
         st.error(str(exc))
     else:
         st.error(f"{type(exc).__name__}: {exc}")
@@ -105,8 +213,11 @@ def job_panel(key: str, chart_fields: tuple[str, ...] = ()) -> jobs.JobStatus | 
     """Show the newest job with ``key``; refreshes itself every second while it runs.
 
     Returns the status seen at this run of the page (None when there was never such a job). When
-    the job finishes, the whole page reruns once so it can show the results.
+    the job finishes, the whole page reruns once so it can show the results. Demo mode shows
+    no jobs (None).
     """
+    if demo.is_demo():
+        return None
     job = jobs.find(key)
     if job is None:
         return None

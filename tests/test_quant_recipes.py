@@ -1,0 +1,122 @@
+"""core.quant_recipes on the 2-layer e5 cut: the sensitivity report covers every quantizable node
+and its simulation is the real dynamic INT8 arithmetic; SmoothQuant and the outlier split keep the
+FP32 function; the recommended recipe's graph computes with integer matmuls (no timing here)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core import quant_recipes as qr
+
+TEXTS = ["오늘 정말 기분이 좋아", "시험에 합격해서 너무 기뻐요", "친구가 약속을 또 어겼어",
+         "내일 발표가 걱정돼서 잠이 안 와", "회의는 세 시에 시작합니다", "택배가 아직 안 왔어요",
+         "강아지가 보고 싶어서 눈물이 났다", "갑자기 이름을 불러서 깜짝 놀랐어", "ㅋㅋㅋ 진짜 웃기다",
+         "왜 나만 빼고 다 갔어?", "좋은 하루 보내세요 😊", "그 말 때문에 마음이 아팠어"]
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs(tiny_e5_dir, tmp_path_factory, one_torch_thread):
+    """(model dir, unfused FP32 ONNX, fused FP32 ONNX, feeds) for the tiny encoder with a
+    (random) 7-label head."""
+    from core.onnx_export import export_onnx, optimize
+
+    out = tmp_path_factory.mktemp("qr")
+    model_dir = out / "model"
+    model_dir.mkdir()
+    for f in tiny_e5_dir.iterdir():
+        if f.is_file():
+            (model_dir / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {str(i): name for i, name in enumerate("abcdefg")}
+    config["label2id"] = {name: i for i, name in enumerate("abcdefg")}
+    (model_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    unfused, fused = out / "model.onnx", out / "model_optimized.onnx"
+    export_onnx(model_dir, unfused, 17, 64)
+    optimize(unfused, fused, model_dir)
+    return model_dir, unfused, fused, qr.encode_batches(model_dir, TEXTS, batch_size=5)
+
+
+def test_quantizable_nodes_roles(tiny_graphs):
+    _, unfused, fused, _ = tiny_graphs
+    nodes = qr.quantizable_nodes(unfused)
+    roles = [n["role"] for n in nodes]
+    # 2 layers x (q, k, v, attn_out, ffn_up, ffn_down), 2 head Gemms, 3 embedding tables
+    assert sorted(roles) == sorted(["q", "k", "v", "attn_out", "ffn_up", "ffn_down"] * 2 +
+                                   ["head"] * 2 + ["embedding"] * 3)
+    assert {n["layer"] for n in nodes if n["role"] == "ffn_down"} == {0, 1}
+    fused_roles = [n["role"] for n in qr.quantizable_nodes(fused)]
+    assert fused_roles.count("qkv") == 2 and "q" not in fused_roles
+    assert {n["layer"] for n in qr.quantizable_nodes(fused) if n["role"] == "qkv"} == {0, 1}
+
+
+def test_sensitivity_report_lists_every_node_sorted(tiny_graphs):
+    _, unfused, _, batches = tiny_graphs
+    report = qr.sensitivity_report(unfused, batches, with_all=True)
+    names = {n["name"] for n in qr.quantizable_nodes(unfused)}
+    assert {r["name"] for r in report["nodes"]} == names
+    damage = [r["mean_abs_dlogit"] for r in report["nodes"]]
+    assert damage == sorted(damage, reverse=True)
+    assert report["sentences"] == len(TEXTS)
+    for row in report["nodes"]:
+        assert row["max_abs_dlogit"] >= row["mean_abs_dlogit"] >= 0
+        assert 0 <= row["flips"] <= len(TEXTS)
+    assert report["seconds"] > 0 and "all_quantized" in report
+
+
+def test_simulation_is_dynamic_int8_arithmetic(tiny_graphs, tmp_path):
+    """Gate off = the FP32 graph; gate on for one MatMul = quantize_dynamic of that node alone,
+    one sentence a call (the batch-1 deployment)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _, unfused, _, batches = tiny_graphs
+    sim = qr.Simulator(unfused, batches)
+    ref = qr.run_logits(unfused, batches)
+    assert np.abs(sim.reference - ref).max() < 1e-5
+    node = next(n["name"] for n in sim.nodes if n["role"] == "ffn_down")
+    prepped = qr._prepped(unfused, str(tmp_path))
+    one = tmp_path / "one.onnx"
+    quantize_dynamic(prepped, str(one), weight_type=QuantType.QInt8, nodes_to_quantize=[node])
+    real = np.concatenate([qr.run_logits(one, [f]) for f in qr.single_feeds(batches)])
+    assert np.abs(sim.logits([node]) - real).max() < 1e-4
+
+
+def test_smooth_quant_and_outlier_split_keep_the_function(tiny_graphs, tmp_path):
+    _, unfused, fused, batches = tiny_graphs
+    ref = qr.run_logits(unfused, batches)
+    for src in (unfused, fused):
+        dst = tmp_path / f"smooth_{src.stem}.onnx"
+        info = qr.smooth_quant(src, dst, batches, alpha=0.5)
+        assert info["groups"] and any(g["folded"] for g in info["groups"])  # attn-out into V
+        assert np.abs(qr.run_logits(dst, batches) - ref).max() < 1e-4
+    split = tmp_path / "split.onnx"
+    info = qr.outlier_split(unfused, split, batches, channels=4)
+    assert len(info["keep_fp32"]) == 2  # one side MatMul per FFN-down
+    assert np.abs(qr.run_logits(split, batches) - ref).max() < 1e-4
+
+
+def test_recommended_recipe_computes_with_integer_matmuls(tiny_graphs, tmp_path):
+    _, unfused, fused, batches = tiny_graphs
+    dst = tmp_path / "int8.onnx"
+    info = qr.build_recommended(unfused, fused, dst, batches)
+    assert info["seconds"] > 0
+    ops = qr.op_counts(dst)
+    integer = sum(ops.get(k, 0) for k in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul"))
+    assert integer >= 2 * 3 + 2  # per layer: QKV/attention, attn-out, FFN-up, FFN-down; head
+    assert ops.get("float_weight_matmul", 0) == 0
+    ref = qr.run_logits(unfused, batches)
+    got = qr.run_logits(dst, batches)
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    assert dst.stat().st_size < 0.5 * fused.stat().st_size
+
+
+def test_mixed_precision_keeps_nodes_as_nbits(tiny_graphs, tmp_path):
+    _, unfused, _, _ = tiny_graphs
+    keep = [n["name"] for n in qr.quantizable_nodes(unfused) if n["role"] == "ffn_down"]
+    dst = tmp_path / "mixed.onnx"
+    qr.dynamic(unfused, dst, exclude=keep, keep_as="nbits")
+    ops = qr.op_counts(dst)
+    assert ops.get("MatMulNBits") == len(keep)
+    assert ops.get("MatMulInteger", 0) > 0 and ops.get("float_weight_matmul", 0) == 0
