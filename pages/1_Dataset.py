@@ -7,7 +7,7 @@ import streamlit as st
 from core import data
 from core import demo as demo_limits
 from core.labels import DEFAULT_LABEL_NAMES, parse_labels
-from pages.common import guard, page, refuse, show_error, upload_ok
+from pages.common import guard, page, refuse, report_counts, show_error, upload_ok
 
 demo = guard("dataset")  # demo mode: the seed set and bounded uploads, nothing saved
 page("Upload check" if demo else "Dataset")
@@ -49,11 +49,7 @@ for report in reports:
     if report.fatal:
         st.error(f"**{report.source}**: {report.fatal}")
         continue
-    cols = st.columns(4)
-    cols[0].metric("Valid", len(report.records))
-    cols[1].metric("Invalid", len(report.invalid))
-    cols[2].metric("Duplicates", len(report.duplicates))
-    cols[3].metric("Blank lines", report.blank_lines)
+    report_counts(report)
     if report.invalid:
         st.warning(f"**{report.source}**: {len(report.invalid)} invalid lines (kept out).")
         st.dataframe(pd.DataFrame([p.__dict__ for p in report.invalid]), hide_index=True)

@@ -15,7 +15,7 @@ import streamlit as st
 from core import demo as limits
 from core import runtimes
 from core.run import RunFolder
-from pages.common import guard, page, pick_run, plain, show_error, upload_ok
+from pages.common import guard, page, pick_run, plain, report_counts, show_error, upload_ok
 
 EXAMPLES = ["드디어 합격 문자 왔다!!! 엄마한테 제일 먼저 전화함 ㅠㅠ",
             "단톡방에서 나만 빼고 약속 잡은 거 오늘 알았어",
@@ -157,11 +157,7 @@ def show_upload(result: limits.UploadResult, runtime_name: str) -> None:
     if report.fatal:
         st.error(f"The file cannot be read as JSONL: {report.fatal}")
         return
-    c = st.columns(4)
-    c[0].metric("Valid lines", len(report.records))
-    c[1].metric("Invalid lines", len(report.invalid))
-    c[2].metric("Duplicates", len(report.duplicates))
-    c[3].metric("Blank lines", report.blank_lines)
+    report_counts(report, "Valid lines")
     if report.invalid:
         st.warning(f"{len(report.invalid)} invalid lines, left out:")
         st.dataframe(pd.DataFrame([p.__dict__ for p in report.invalid]), hide_index=True)

@@ -233,3 +233,12 @@ def job_panel(key: str, chart_fields: tuple[str, ...] = ()) -> jobs.JobStatus | 
 
     panel()
     return status
+
+
+def report_counts(report, valid_label: str = "Valid") -> None:
+    """The four counts of a validation report (core.data.Report) as metrics in one row."""
+    cols = st.columns(4)
+    cols[0].metric(valid_label, len(report.records))
+    cols[1].metric("Invalid" if valid_label == "Valid" else "Invalid lines", len(report.invalid))
+    cols[2].metric("Duplicates", len(report.duplicates))
+    cols[3].metric("Blank lines", report.blank_lines)
