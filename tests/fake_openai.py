@@ -1,7 +1,9 @@
 """An OpenAI-compatible test server on 127.0.0.1 with configurable latency and faults.
 
 Serves ``POST /v1/chat/completions`` (reads the per-label counts JSON line of our prompt and returns
-``{"examples": [...]}``), plus enough of ``/v1/files`` and ``/v1/batches`` for the Batch API path.
+``{"examples": [...]}``), plus enough of ``/v1/files`` and ``/v1/batches`` (create, retrieve,
+cancel) for the Batch API path; a batch naming a model outside ``Faults.batch_models`` fails
+validation with ``errors.data`` as the real API reports it.
 Faults per request: 429 with Retry-After, 500, timeouts (sleeps past the client's timeout),
 malformed JSON content, truncated JSON (finish_reason "length"), a non-JSON body; per example:
 wrong labels, duplicate / near-duplicate texts, junk (non-Korean, too short).
@@ -43,6 +45,7 @@ class Faults:
     script: list[str] = field(default_factory=list)  # forced faults for the first requests ("ok")
     schema_support: bool = True  # False: json_schema response_format gets a 400
     batch_line_error: float = 0.0  # share of Batch API lines that fail
+    batch_models: tuple[str, ...] = ()  # non-empty: a batch naming another model fails validation
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Stats:
     keys_seen: set = field(default_factory=set)
     served_texts: list = field(default_factory=list)
     batches_created: int = 0
+    batch_requests: int = 0  # lines of every batch created (what the Batch API would bill)
+    cancel_calls: list = field(default_factory=list)  # batch ids POSTed to /batches/{id}/cancel
     files_uploaded: int = 0
 
 
@@ -164,13 +169,18 @@ class FakeOpenAI:
         }
 
     def run_batch(self, batch_id: str) -> None:
-        time.sleep(self.batch_delay)
+        """validating -> in_progress -> completed, batch_delay apart; stops where a cancel or a
+        failed validation took the batch out of the expected status."""
         batch = self.batches[batch_id]
-        batch["status"] = "in_progress"
         lines = self.files[batch["input_file_id"]]["content"].decode("utf-8").splitlines()
+        reqs = [json.loads(line) for line in lines if line.strip()]
+        time.sleep(self.batch_delay)
+        errors = self._validate(reqs)
+        if not self._advance(batch, "validating", "failed" if errors else "in_progress",
+                             errors={"object": "list", "data": errors} if errors else None):
+            return
         out, errs = [], []
-        for line in filter(str.strip, lines):
-            req = json.loads(line)
+        for req in reqs:
             with self._lock:
                 failed = self._rng.random() < self.faults.batch_line_error
             if failed:
@@ -180,11 +190,37 @@ class FakeOpenAI:
                 out.append({"id": f"req_{len(out)}", "custom_id": req["custom_id"], "error": None,
                             "response": {"status_code": 200, "body": self.completion(req["body"])}})
         time.sleep(self.batch_delay)
-        batch["output_file_id"] = self.add_file(out, "batch_output")
-        batch["error_file_id"] = self.add_file(errs, "batch_error") if errs else None
-        batch["request_counts"] = {"total": len(out) + len(errs), "completed": len(out),
-                                   "failed": len(errs)}
-        batch["status"] = "completed"
+        counts = {"total": len(out) + len(errs), "completed": len(out), "failed": len(errs)}
+        self._advance(batch, "in_progress", "completed", request_counts=counts,
+                      output_file_id=self.add_file(out, "batch_output"),
+                      error_file_id=self.add_file(errs, "batch_error") if errs else None)
+
+    def _validate(self, reqs: list[dict]) -> list[dict]:
+        models = self.faults.batch_models
+        return [{"code": "model_not_found", "line": i, "param": "body.model",
+                 "message": f"The model '{r['body'].get('model')}' does not exist or you do not "
+                            "have access to it."}
+                for i, r in enumerate(reqs, 1) if models and r["body"].get("model") not in models]
+
+    def _advance(self, batch: dict, expected: str, status: str, **fields) -> bool:
+        with self._lock:
+            if batch["status"] != expected:
+                return False
+            batch.update(status=status, **fields)
+            return True
+
+    def cancel_batch(self, batch_id: str) -> dict | None:
+        """Real batches sit in "cancelling" for up to 10 minutes; here for batch_delay."""
+        with self._lock:
+            self.stats.cancel_calls.append(batch_id)
+            batch = self.batches.get(batch_id)
+            if batch is None or batch["status"] not in ("validating", "in_progress", "finalizing"):
+                return None
+            batch["status"] = "cancelling"
+        timer = threading.Timer(self.batch_delay, self._advance, (batch, "cancelling", "cancelled"))
+        timer.daemon = True
+        timer.start()
+        return batch
 
     def add_file(self, content, purpose: str, filename: str = "data.jsonl") -> str:
         if isinstance(content, list):
@@ -266,6 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._upload(body)
         if path.endswith("/batches"):
             return self._create_batch(json.loads(body))
+        if m := re.search(r"/batches/([\w-]+)/cancel$", path):
+            batch = self.fake.cancel_batch(m.group(1))
+            return self._send(200, batch) if batch else self._error(400, "cannot cancel it now")
         self._error(404, f"no route {path}")
 
     def do_GET(self):  # noqa: N802
@@ -324,9 +363,11 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         if body.get("input_file_id") not in fake.files:
             return self._error(400, "input_file_id not found")
+        lines = fake.files[body["input_file_id"]]["content"].splitlines()
         with fake._lock:
             bid = f"batch_{len(fake.batches) + 1}"
             fake.stats.batches_created += 1
+            fake.stats.batch_requests += sum(1 for line in lines if line.strip())
             fake.batches[bid] = {
                 "id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
                 "input_file_id": body["input_file_id"], "completion_window": "24h",

@@ -25,18 +25,33 @@ from core.paths import atomic_write_text
 log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+CANCEL_TIMEOUT_S = 3.0  # jobs.Job.cancel sends SIGKILL 5 s after SIGTERM
+AGAIN = "run again with --resume --batch-api"
 
 
 async def run_batches(state: RunState, client) -> str:
-    """Submit (or resume) batches until the quotas are full or the rounds run out."""
+    """Submit (or resume) batches until the quotas are full, or the rounds or the request cap run
+    out. When the user stops the job, the open batch is cancelled: it would run (and bill) on."""
+    try:
+        return await _rounds(state, client)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        await _cancel_open(state, client)
+        raise
+
+
+async def _rounds(state: RunState, client) -> str:
     cfg = state.config
     submitted, keep_rate = 0, 1.0
     while not state.complete():
         pending = state.batch.get("pending")
         if pending is None:
             if submitted > cfg.batch_max_rounds:
-                return f"stopped after {submitted} batches; run again with --resume to top up"
-            specs = _plan_round(state, keep_rate, first=submitted == 0)
+                return _summary(state, f"stopped after {submitted} batches; {AGAIN} to top up")
+            budget = None if cfg.max_requests is None else cfg.max_requests - _sent(state)
+            if budget is not None and budget <= 0:
+                return _summary(state, f"stopped at the request cap ({cfg.max_requests} requests "
+                                       f"in this run); raise --max-requests and {AGAIN}")
+            specs = _plan_round(state, keep_rate, first=submitted == 0)[:budget]
             pending = await _submit(state, client, specs)
             submitted += 1
         asked = sum(sum(v["counts"].values()) for v in pending["specs"].values())
@@ -44,16 +59,91 @@ async def run_batches(state: RunState, client) -> str:
         batch = await _wait(state, client, pending["id"])
         if batch is None:
             return (f"batch {pending['id']} is still running after {cfg.batch_timeout_s:.0f} s; "
-                    "run again with --resume --batch-api to collect it")
+                    f"{AGAIN} to collect it")
+        if batch.status != "completed" and not batch.output_file_id:
+            return _ended_empty(state, batch)
         await _collect(state, client, batch, pending)
         keep_rate = min(1.0, max(0.25, (state.added - added_before) / max(asked, 1)))
         state.batch["pending"] = None
         state.batch.setdefault("collected", []).append(batch.id)
         state.save_manifest("running", force=True)
-        if batch.status != "completed" and not batch.output_file_id:
-            return f"batch {batch.id} ended as {batch.status}; run again with --resume to retry"
+    return _summary(state)
+
+
+def _sent(state: RunState) -> int:
+    """Requests submitted by the whole run: earlier sessions (the manifest) and this one."""
+    return int(state.prev.get("requests", 0)) + state.requests
+
+
+def _summary(state: RunState, stop: str | None = None) -> str:
     done = sum(min(state.have[k], q) for k, q in state.quotas.items())
-    return f"{done}/{cfg.n} rows ({state.added} added) via {len(state.batch_ids) or 1} batch(es)"
+    ids = state.batch.get("submitted", [])
+    text = (f"{done}/{state.config.n} rows ({state.added} added now) via {len(ids)} batch(es) "
+            f"of {_sent(state)} requests in all")
+    return f"{text}; {stop}" if stop else text
+
+
+def _ended_empty(state: RunState, batch) -> str:
+    """A batch that ended without output: record it with the API's own errors. A failed batch
+    was rejected as a whole (e.g. an unknown model), so resending the same input cannot help."""
+    errors = _batch_errors(batch, state.redact)
+    state.batch["pending"] = None
+    state.batch.setdefault("failed", []).append(
+        {"id": batch.id, "status": batch.status, "errors": errors})
+    state.errors[f"batch_{batch.status}"] += 1
+    state.save_manifest("running", force=True)
+    reasons = "; ".join(map(_describe, errors[:5]))
+    if len(errors) > 5:
+        reasons += f"; and {len(errors) - 5} more (all in the manifest)"
+    if batch.status == "failed":
+        raise APIRequestError(
+            f"batch {batch.id} failed: {reasons or 'the API gave no reason'}. The API rejected the "
+            "input, so running it unchanged would send the same requests again: fix the cause "
+            f"(e.g. --model or --base-url) first, then {AGAIN}")
+    return _summary(state, f"batch {batch.id} ended as {batch.status}"
+                           + (f" ({reasons})" if reasons else "")
+                           + f"; {AGAIN} to send its requests again")
+
+
+def _batch_errors(batch, redact) -> list[dict]:
+    """``batch.errors`` as plain dicts. The SDK gives an ``Errors`` object whose ``data`` holds
+    ``BatchError``s; a server it does not parse may give the dict or the bare list."""
+    errors = getattr(batch, "errors", None)
+    if isinstance(errors, dict):
+        errors = errors.get("data")
+    elif not isinstance(errors, list):
+        errors = getattr(errors, "data", None)
+    out = []
+    for e in errors or []:
+        get = e.get if isinstance(e, dict) else lambda k, e=e: getattr(e, k, None)
+        out.append({k: _clean(get(k), redact) for k in ("code", "line", "param", "message")})
+    return out
+
+
+def _describe(error: dict) -> str:
+    where = f"line {error['line']}: " if error["line"] is not None else ""
+    return where + str(error["message"]) + (f" ({error['code']})" if error["code"] else "")
+
+
+def _clean(value, redact):
+    """A server-given value fit for the manifest: no key, bounded, and encodable as UTF-8."""
+    if value is None or isinstance(value, int):
+        return value
+    return redact(str(value)[:300]).encode("utf-8", "replace").decode("utf-8")
+
+
+async def _cancel_open(state: RunState, client) -> None:
+    pending = state.batch.get("pending")
+    if not pending:
+        return
+    try:
+        await client.batches.cancel(pending["id"], timeout=CANCEL_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - stopping anyway; the kept id lets --resume collect it
+        log.warning("could not cancel batch %s: %s", pending["id"], state.redact(exc))
+        return
+    state.batch["pending"] = None
+    state.batch.setdefault("cancelled", []).append(pending["id"])
+    state.progress(f"batch {pending['id']} cancelled")
 
 
 def _plan_round(state: RunState, keep_rate: float, first: bool) -> list[RequestSpec]:
@@ -92,7 +182,7 @@ async def _submit(state: RunState, client, specs: list[RequestSpec]) -> dict:
     state.batch["pending"] = pending
     state.next_index += len(specs)
     state.requests += len(specs)
-    state.batch_ids.append(batch.id)
+    state.batch.setdefault("submitted", []).append(batch.id)
     state.save_manifest("running", force=True)
     state.progress(f"batch {batch.id} submitted: {len(specs)} requests", batch_status=batch.status)
     return pending

@@ -41,7 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float,
                    help=f"seconds per request attempt (default {D.request_timeout_s:g})")
     p.add_argument("--max-retries", type=int, help=f"retries per request (default {D.max_retries})")
-    p.add_argument("--max-requests", type=int, help="cap on requests this run")
+    p.add_argument("--max-requests", type=int,
+                   help="cap on requests: this session's when live; with --batch-api, the "
+                        "whole run's, earlier sessions included")
     p.add_argument("--min-chars", type=int, help=f"shortest text kept (default {D.min_chars})")
     p.add_argument("--max-chars", type=int, help=f"longest text kept (default {D.max_chars})")
     p.add_argument("--near-dup", type=float,

@@ -39,7 +39,9 @@ class GenerateConfig:
     max_retries: int = 5  # retries of one request (429, 5xx, timeout, malformed reply)
     backoff_base_s: float = 1.0  # first backoff; doubles each retry, with full jitter
     backoff_max_s: float = 30.0  # longest backoff (Retry-After from the server wins)
-    max_requests: int | None = None  # cap on requests this run; None: 2x the plan + 10
+    # cap on requests: live, this session's (None: 2x the plan + 10); Batch API, the whole run's,
+    # earlier sessions included (None: batch_max_rounds alone limits it)
+    max_requests: int | None = None
     max_consecutive_failures: int = 5  # give up after this many requests fail all retries in a row
     prices_path: Path | None = None  # JSON price table overriding the built-in one
     poll_interval_s: float = 30.0  # Batch API: seconds between status checks

@@ -10,8 +10,10 @@ holds valid, unique rows within quota.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from collections import Counter
 
 from core.errors import MissingAPIKey, StudioError
@@ -53,10 +55,39 @@ def run(config: GenerateConfig, on_progress: ProgressFn | None = None, *,
     if not key:
         raise MissingAPIKey()
     with writer_lock(config.out):
-        return asyncio.run(_run(config, on_progress, key))
+        try:
+            return asyncio.run(_run(config, on_progress, key))
+        except asyncio.CancelledError:  # SIGTERM (see _sigterm_cancels): the CLI's exit 130
+            raise KeyboardInterrupt from None
+
+
+@contextlib.contextmanager
+def _sigterm_cancels(task: asyncio.Task):
+    """While the loop runs, SIGTERM (what jobs.cancel sends) cancels the main task, as asyncio.run
+    does for Ctrl-C, so cleanup such as cancelling an open batch runs at an await. A
+    KeyboardInterrupt raised by a plain signal handler can land anywhere, even inside the loop
+    (https://docs.python.org/3/library/asyncio-runner.html#handling-keyboard-interruption)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (ValueError, RuntimeError):  # not the main thread: signals are not ours to route
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 async def _run(config: GenerateConfig, on_progress: ProgressFn | None, key: str) -> GenerateResult:
+    with _sigterm_cancels(asyncio.current_task()):
+        return await _run_stage(config, on_progress, key)
+
+
+async def _run_stage(config: GenerateConfig, on_progress: ProgressFn | None,
+                     key: str) -> GenerateResult:
     redact = Redactor(key)
     client = make_client(key, config.base_url, config.request_timeout_s)
     state = RunState(config, on_progress, redact)  # raises before anything is written

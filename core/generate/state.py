@@ -48,7 +48,7 @@ class GenerateResult:
     rejected: dict[str, int]  # examples dropped by reason (duplicate, wrong_label, over_quota...)
     failed_requests: list[dict]  # [{request_id, kind, message}] (key redacted)
     mode: str  # "live" or "batch"
-    batch_ids: list[str]
+    batch_ids: list[str]  # every batch of the run, earlier sessions included
     message: str  # one-line summary
 
 
@@ -80,7 +80,6 @@ class RunState:
         self.run_id = self.prev.get("run_id") or "g" + secrets.token_hex(3)
         self.next_index = max(int(self.prev.get("next_index", 0)), existing.max_index + 1)
         self.batch: dict = dict(self.prev.get("batch") or {})
-        self.batch_ids: list[str] = []
         self.t0, self._last_manifest = time.monotonic(), 0.0
         self.writer = RowWriter(config.out)
         if existing.torn_bytes:
@@ -184,7 +183,8 @@ class RunState:
             completion_tokens=self.usage.completion_tokens, cost_usd=snap["cost_usd"],
             elapsed_s=round(self.elapsed(), 3), rows_per_s=snap["rows_per_s"],
             errors=dict(self.errors), rejected=dict(self.rejected), failed_requests=self.failed,
-            mode=snap["mode"], batch_ids=self.batch_ids, message=message)
+            mode=snap["mode"], batch_ids=list(self.batch.get("submitted", [])),
+            message=message)
 
     def close(self) -> None:
         self.writer.close()
