@@ -7,6 +7,8 @@ same dataclass (``load_config``) and runs the same function the CLI runs, so a p
 command line share every default. Pages find a job by its *key* (e.g. ``train:default``): starting
 a key that is already running returns the running job, so Streamlit reruns never start a second
 copy. A process that died without a final event is reported as crashed with the tail of its output.
+Each job runs in its own session, so stopping or restarting the Streamlit server (even Ctrl-C to
+its process group) leaves it running; the next server finds it by its key.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from core.errors import JobError
 from core.progress import EVENTS_ENV, EventLog
 
 TERMINAL = ("done", "failed", "cancelled")
+FINAL_EVENTS = ("result", "error", "cancelled")  # the event types a job ends with
 # stage -> (its config dataclass, the function running it: config -> (exit code, result)), as
 # "module:name"; the CLI's subcommands call the same functions.
 STAGES = {
@@ -88,8 +91,28 @@ def load_config(job_dir: str | Path):
 
 
 def run_config(stage: str, config) -> tuple[int, object]:
-    """Run a stage's config the way its CLI subcommand does (progress bar, printed summary)."""
-    return _resolve(STAGES[stage][1])(config)
+    """Run a stage's config the way its CLI subcommand does (progress bar, printed summary).
+
+    While it runs, SIGTERM (what ``Job.cancel`` sends) raises KeyboardInterrupt: the stage's
+    ``finally`` blocks remove its staging folder and the CLI records the job as cancelled."""
+    with _sigterm_interrupts():
+        return _resolve(STAGES[stage][1])(config)
+
+
+@contextmanager
+def _sigterm_interrupts():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("cancelled (SIGTERM)")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to route
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -99,6 +122,7 @@ class JobStatus:
     result: dict | None = None  # payload of the "result" event
     error: str | None = None
     events: list[dict] = field(default_factory=list)
+    output: str = ""  # a crashed job's last lines of output.log (what it printed before dying)
 
     @property
     def finished(self) -> bool:
@@ -127,9 +151,10 @@ class Job:
 
     def output_tail(self, n_chars: int = 2000) -> str:
         try:
-            return (self.dir / "output.log").read_text(encoding="utf-8", errors="replace")[-n_chars:]
+            text = (self.dir / "output.log").read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+        return text[-n_chars:]
 
     def alive(self) -> bool:
         info = self.info
@@ -152,6 +177,9 @@ class Job:
             return False
 
     def status(self) -> JobStatus:
+        # Ask whether it is alive before reading the log: a process that was already gone then
+        # has all its events written, so one ending just now is never taken for a crash.
+        alive = self.alive()
         events = EventLog.read(self.events_path)
         progress = next((e for e in reversed(events) if e["type"] == "progress"), None)
         for e in reversed(events):
@@ -161,13 +189,11 @@ class Job:
                 return JobStatus("failed", progress, None, e.get("message"), events)
             if e["type"] == "cancelled":
                 return JobStatus("cancelled", progress, None, "cancelled by the user", events)
-        if self.alive():
+        if alive:
             return JobStatus("running", progress, None, None, events)
-        tail = self.output_tail().strip().splitlines()[-5:]
-        msg = "the process ended without a result (crashed or killed)"
-        if tail:
-            msg += ". Last output:\n" + "\n".join(tail)
-        return JobStatus("failed", progress, None, msg, events)
+        tail = "\n".join(self.output_tail().strip().splitlines()[-8:])
+        return JobStatus("failed", progress, None,
+                         "the process ended without a result (crashed or killed)", events, tail)
 
     def cancel(self, grace_s: float = 5.0) -> None:
         """Stop the job's whole process group: SIGTERM, then SIGKILL after ``grace_s``."""
@@ -183,7 +209,9 @@ class Job:
                 os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        EventLog(self.events_path).write("cancelled")
+        # It may have ended meanwhile with its own final event (a result, or "cancelled").
+        if not any(e["type"] in FINAL_EVENTS for e in EventLog.read(self.events_path)):
+            EventLog(self.events_path).write("cancelled")
 
 
 @contextmanager

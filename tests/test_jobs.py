@@ -1,5 +1,7 @@
 """Background jobs: start, progress, finish, crash, cancel, no duplicate on rerun."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -54,6 +56,7 @@ def test_failure_reports_the_error_message():
 def test_crash_without_final_event_is_reported_as_crash():
     status = wait(jobs.start("selftest:crash", Cfg(crash_at=2, delay=0)))
     assert status.state == "failed" and "ended without a result" in status.error
+    assert "selftest" in status.output  # the last lines it printed (its progress bar)
 
 
 def test_a_job_carries_its_config_not_a_command_line(workspace):
@@ -75,3 +78,24 @@ def test_cancel_stops_the_process():
     job.cancel()
     assert not job.alive()
     assert job.status().state == "cancelled"
+
+
+def test_a_job_runs_in_its_own_session_and_sigterm_unwinds_it():
+    """Its own session: stopping the server (or Ctrl-C in its terminal) never reaches it. The
+    SIGTERM that cancel sends unwinds it (``finally`` blocks run), and it records "cancelled"."""
+    job = jobs.start("selftest:session", Cfg(steps=100, delay=0.1))
+    pid = job.info["pid"]
+    assert os.getsid(pid) == pid != os.getsid(0) and os.getpgid(pid) == pid
+    while job.status().progress is None:
+        time.sleep(0.05)
+    os.killpg(pid, signal.SIGTERM)  # what cancel sends first, without cancel's own event
+    status = wait(job)
+    assert status.state == "cancelled"
+    assert [e["type"] for e in status.events].count("cancelled") == 1
+
+
+def test_cancel_after_the_job_finished_keeps_its_result():
+    job = jobs.start("selftest:late", Cfg(steps=1, delay=0))
+    assert wait(job).state == "done"
+    job.cancel()
+    assert job.status().state == "done"

@@ -206,6 +206,8 @@ def _render_status(job: jobs.Job, chart_fields: tuple[str, ...]) -> jobs.JobStat
         st.warning("Cancelled.")
     else:
         st.error(f"Failed: {status.error}")
+        if status.output:  # shown as printed: a traceback is not Markdown
+            st.code(status.output, language=None)
     return status
 
 
