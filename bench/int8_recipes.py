@@ -157,8 +157,53 @@ def candidate_specs() -> list[tuple[str, str, object]]:
          lambda c, d: qr.static_qdq(c.unfused, d, c.calib_padded)),
         ("smooth50_static_qdq", "SmoothQuant 0.5 (unfused) then static QDQ percentile",
          lambda c, d: _smooth_static(c, d, 0.5)),
+        ("perchannel_rr_gptq_fused", "per-channel 7-bit weights (reduce_range: no int16 "
+         "saturation on AVX2), GPTQ re-rounding, fused graph",
+         lambda c, d: _gptq_then(c, d, c.fused, per_channel=True, reduce_range=True)),
+        ("perchannel_gptq_fused", "per-channel 8-bit weights, GPTQ re-rounding, fused graph "
+         "(saturates on AVX2 kernels)",
+         lambda c, d: _gptq_then(c, d, c.fused, per_channel=True)),
     ]
+    for src in ("fused", "unfused"):
+        for rr in (True, False):
+            specs.append((f"outlier_aware_{src}{'_rr' if rr else ''}", "core.quant_recipes."
+                          f"outlier_aware_int8 on the {src} graph (FFN outlier split 16/4, "
+                          f"SmoothQuant 0.7 on Q/K/V, per-channel {7 if rr else 8}-bit weights, "
+                          "GPTQ)", lambda c, d, s=src, r=rr: qr.outlier_aware_int8(
+                              getattr(c, s), d, c.calib, reduce_range=r)))
+    specs.append(("per_token_default", "core.quantize.integer_int8, what the export builds: "
+                  "per-token int8 activations (MatMulInteger, MultiHeadAttention), SmoothQuant "
+                  "0.5 on Q/K/V + FFN-up inputs, 7-bit per-channel GPTQ weights, per-row int8 "
+                  "embeddings", lambda c, d: qr.per_token_int8(c.fused, d, c.calib,
+                                                               **qr.DEFAULT_PER_TOKEN)))
+    for name, what, kw in (
+            ("per_token_plain", "per-token, no SmoothQuant", {}),
+            ("per_token_nogptq", "per-token + SmoothQuant, round-to-nearest weights",
+             {**qr.DEFAULT_PER_TOKEN, "gptq": False}),
+            ("per_token_qattention", "per-token for attn-out/FFN, Q/K/V as QAttention "
+             "(per-tensor) after SmoothQuant 0.7", {"attention": "qattention",
+                                                    "smooth_alpha": 0.7}),
+            ("per_token_fp32_qkv", "per-token for attn-out/FFN, Q/K/V projection FP32 "
+             "(50 MB: over the size limit)", {"attention": "fp32"})):
+        specs.append((name, what, lambda c, d, kw=kw: qr.per_token_int8(c.fused, d, c.calib,
+                                                                        **kw)))
+    specs.append(("outlier_aware_fused_rr_nogptq", "outlier_aware_int8, fused, 7-bit weights, "
+                  "without GPTQ re-rounding", lambda c, d: qr.outlier_aware_int8(
+                      c.fused, d, c.calib, gptq=False)))
+    for down, up, attn in ((32, 8, 0), (16, 4, 8), (32, 8, 8), (64, 16, 16)):
+        specs.append((f"outlier_aware_fused_rr_d{down}u{up}a{attn}", "outlier_aware_int8, fused, "
+                      f"7-bit weights, split channels: FFN-down {down}, FFN-up {up}, attention "
+                      f"output {attn}", lambda c, d, a=(down, up, attn): qr.outlier_aware_int8(
+                          c.fused, d, c.calib, split_down=a[0], split_up=a[1], split_attn=a[2])))
     return specs
+
+
+def _gptq_then(ctx: Context, dst: Path, src: Path, **dyn) -> dict:
+    tmp = dst.with_suffix(".dyn.onnx")
+    qr.dynamic(src, tmp, **dyn)
+    info = qr.gptq_refine(src, tmp, dst, ctx.calib)
+    tmp.unlink()
+    return info
 
 
 def _smooth_static(ctx: Context, dst: Path, alpha: float):

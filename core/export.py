@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core import gates, paths
+from core import gates, model_card, paths
+from core.bench.measure import cpu_info
 from core.errors import ConfigError, GateError, ParityError, RunError
 from core.progress import ProgressFn
 from core.run import RunFolder
 
 log = logging.getLogger(__name__)
-INT8_METHODS = ("auto", "dynamic", "weight-only")
+INT8_METHODS = ("auto", "integer", "dynamic", "weight-only")
+AUTO_ORDER = ("integer", "dynamic", "weight-only")  # "auto" ships the first that passes
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,14 @@ class ExportConfig:
     out_dir: str | None = None  # where onnx/, openvino/ and the report go; None = the run folder
     opset: int = 17  # ONNX opset (the reference workflow uses 17)
     optimize: bool = True  # run ONNX Runtime's transformer optimizer (attention fusion)
-    per_channel: bool = False  # INT8: one scale per output channel instead of per tensor
-    reduce_range: bool = False  # dynamic INT8: 7-bit weights, for CPUs without VNNI
-    int8_method: str = "auto"  # model_quantized.onnx: "auto" (dynamic if it passes the gates,
-    # else weight-only), "dynamic" or "weight-only"; both files are written and measured anyway
+    per_channel: bool = False  # plain dynamic INT8: one scale per output channel
+    reduce_range: bool = False  # plain dynamic INT8: 7-bit weights, for CPUs without VNNI
+    int8_method: str = "auto"  # model_quantized.onnx: "auto" (the first of integer, dynamic,
+    # weight-only that passes the gates), or one of them; all three are built and measured
     block_size: int = 64  # weight-only INT8: weights per scale
+    sensitivity_size: int = 64  # training sentences for the per-node INT8 sensitivity report
     openvino: bool = True  # also write OpenVINO IR FP32 and NNCF INT8
-    calibration_size: int = 300  # training sentences for OpenVINO INT8 calibration
+    calibration_size: int = 300  # training sentences to calibrate INT8 (ORT and OpenVINO)
     data: str | None = None  # labeled set for the gates; None = the run's own validation split
     atol: float = gates.PARITY_ATOL  # max |logit diff| allowed between ONNX FP32 and PyTorch
     max_length: int | None = None  # tokens; None = the run's own (as trained)
@@ -51,8 +54,9 @@ class ExportConfig:
     def __post_init__(self):
         if not 14 <= self.opset <= 20:
             raise ConfigError(f"export: opset {self.opset} is not supported; use 14-20 (e.g. 17)")
-        if self.calibration_size < 1:
-            raise ConfigError("export: calibration_size must be >= 1 (e.g. 300)")
+        if self.calibration_size < 1 or self.sensitivity_size < 1:
+            raise ConfigError("export: calibration_size and sensitivity_size must be >= 1 "
+                              "(e.g. 300 and 128)")
         if not self.atol > 0:
             raise ConfigError("export: atol must be > 0, e.g. 1e-4")
         if self.int8_method not in INT8_METHODS:
@@ -85,6 +89,8 @@ class ExportResult:
     max_length: int  # tokens every artifact was checked at (the bundle uses the same)
     warnings: list[str]
     int8: dict  # which INT8 method became onnx/model_quantized.onnx, why, and its verdicts
+    sensitivity: dict  # per-node INT8 damage (core.quant_recipes.sensitivity_report), worst first
+    cpu: dict  # the CPU the gates ran on (model, flags): integer kernels differ by ISA
 
 
 class _Context:
@@ -102,7 +108,7 @@ class _Context:
         self.texts, self.gold, self.calib = _eval_records(config, self.run, self.torch_rt.labels)
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
-        self.ref = self.fp32_logits = None
+        self.ref = self.fp32_logits = self.sensitivity = None
         self.step, self.total = 0, 6 if config.openvino else 5
 
     def progress(self, message: str) -> None:
@@ -213,12 +219,20 @@ def _step_optimize(ctx: _Context, fp32_path: Path) -> tuple[Path, dict]:
 
 
 def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dict:
-    """Both INT8 methods, measured; the chosen one is copied to onnx/model_quantized.onnx."""
+    """The per-node sensitivity report, then every INT8 method, measured; the one chosen is
+    copied to onnx/model_quantized.onnx, the file everything downstream uses byte for byte."""
+    from core import quant_recipes as qr
     from core import quantize
 
-    ctx.progress("INT8 quantization (2 methods)")
+    ctx.progress(f"INT8: sensitivity report and {len(AUTO_ORDER)} methods")
     cfg, arts = ctx.config, {}
+    batches = qr.encode_batches(ctx.model_dir, ctx.calib, max_length=ctx.max_length)
+    sens_texts = ctx.calib[:cfg.sensitivity_size]
+    ctx.sensitivity = qr.sensitivity_report(
+        unfused, qr.encode_batches(ctx.model_dir, sens_texts, max_length=ctx.max_length))
     makers = {
+        "integer": ("onnx_int8_integer", "onnx/model_int8_integer.onnx",
+                    lambda dst: quantize.integer_int8(fused, dst, batches)),
         "dynamic": ("onnx_int8_dynamic", "onnx/model_int8_dynamic.onnx",
                     lambda dst: quantize.dynamic_int8(fused, dst, cfg.per_channel,
                                                       cfg.reduce_range)),
@@ -232,17 +246,19 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
                                 ctx.load(path, precision="int8"), ctx.fp32_logits)
         _judge(arts[method], fp32)
     method = cfg.int8_method
-    if method == "auto":  # the faster dynamic graph when it is accurate enough
-        ok = [m for m in ("dynamic", "weight-only") if not arts[m].warnings]
+    if method == "auto":  # the fastest method that is accurate enough
+        ok = [m for m in AUTO_ORDER if not arts[m].warnings]
         method = ok[0] if ok else max(arts, key=lambda m: arts[m].metrics["agreement"])
-    chosen, other = arts[method], arts["weight-only" if method == "dynamic" else "dynamic"]
+    chosen = arts[method]
     shutil.copyfile(ctx.staged(makers[method][1]), ctx.staged("onnx/model_quantized.onnx"))
+    others = "; ".join(f"{a.name}: {a.metrics['agreement']}% (ΔF1 "
+                       f"{a.metrics['macro_f1_delta']:+.2f})" for m, a in arts.items()
+                       if m != method)
     reason = (f"{method} INT8 agrees with FP32 on {chosen.metrics['agreement']}% of validation "
-              f"sentences (ΔF1 {chosen.metrics['macro_f1_delta']:+.2f}); {other.name}: "
-              f"{other.metrics['agreement']}% (ΔF1 {other.metrics['macro_f1_delta']:+.2f})")
+              f"sentences (ΔF1 {chosen.metrics['macro_f1_delta']:+.2f}); {others}")
     return {"method": method, "file": "onnx/model_quantized.onnx", "reason": reason,
             "artifact": chosen.name, "gates": chosen.gates, "passed": not chosen.warnings,
-            "not_chosen": other.name}
+            "not_chosen": [a.name for m, a in arts.items() if m != method]}
 
 
 def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
@@ -275,14 +291,16 @@ def _finish(ctx: _Context, fused: dict, int8: dict) -> ExportResult:
         if (ctx.stage / folder).is_dir():
             paths.swap_dir(ctx.stage / folder, ctx.out / folder)
     # The INT8 method not shipped keeps its warnings in its own row; the rest are the export's.
-    warnings = [w for art in ctx.artifacts if art.name != int8["not_chosen"] for w in art.warnings]
+    warnings = [w for art in ctx.artifacts if art.name not in int8["not_chosen"]
+                for w in art.warnings]
     for w in warnings:
         log.warning(w)
     report_path = ctx.out / "export_report.json"
     result = ExportResult(str(ctx.out), str(report_path), ctx.artifacts, fused, len(ctx.texts),
-                          ctx.max_length, warnings, int8)
+                          ctx.max_length, warnings, int8, ctx.sensitivity, cpu_info())
     report = {**asdict(result), "config": asdict(ctx.config), "created": time.time()}
     paths.atomic_write_text(report_path, json.dumps(report, indent=2, ensure_ascii=False))
+    model_card.refresh_run_card(ctx.run, ctx.out)  # its INT8 section reads the new report
     return result
 
 

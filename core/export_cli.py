@@ -7,7 +7,8 @@ import sys
 _FIELDS = {"out": "out_dir", "opset": "opset", "optimize": "optimize",
            "per_channel": "per_channel", "reduce_range": "reduce_range",
            "int8_method": "int8_method", "block_size": "block_size", "openvino": "openvino",
-           "calibration_size": "calibration_size", "data": "data", "atol": "atol",
+           "calibration_size": "calibration_size", "sensitivity_size": "sensitivity_size",
+           "data": "data", "atol": "atol",
            "max_length": "max_length", "allow_int8_drift": "allow_int8_drift"}
 
 
@@ -45,6 +46,7 @@ def run_export(config) -> tuple[int, object]:
 
 
 def register(subparsers) -> None:
+    from core.export import AUTO_ORDER, INT8_METHODS
     from core.export import ExportConfig as D  # defaults shown in --help come from the config
 
     p = subparsers.add_parser("export", help="export a run to ONNX FP32/INT8 and OpenVINO, "
@@ -53,19 +55,21 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output folder (default: the run folder)")
     p.add_argument("--opset", type=int, help=f"ONNX opset (default {D.opset})")
     p.add_argument("--per-channel", action="store_true", default=None,
-                   help="dynamic INT8: per-channel weight scales")
+                   help="plain dynamic INT8: per-channel weight scales")
     p.add_argument("--reduce-range", action="store_true", default=None,
-                   help="dynamic INT8: 7-bit weights (no-VNNI CPUs)")
-    p.add_argument("--int8-method", choices=["auto", "dynamic", "weight-only"],
+                   help="plain dynamic INT8: 7-bit weights (no-VNNI CPUs)")
+    p.add_argument("--int8-method", choices=INT8_METHODS,
                    help=f"which INT8 becomes onnx/model_quantized.onnx (default {D.int8_method}; "
-                        "auto: dynamic if it passes the gates, else weight-only)")
+                        f"auto: the first of {', '.join(AUTO_ORDER)} that passes the gates)")
     p.add_argument("--block-size", type=int, help=f"weight-only INT8 block size (default {D.block_size})")
     p.add_argument("--no-optimize", dest="optimize", action="store_false", default=None,
                    help="skip ORT's transformer optimizer")
     p.add_argument("--no-openvino", dest="openvino", action="store_false", default=None,
                    help="skip OpenVINO IR and NNCF INT8")
     p.add_argument("--calibration-size", type=int,
-                   help=f"training sentences to calibrate OpenVINO INT8 (default {D.calibration_size})")
+                   help=f"training sentences to calibrate INT8 (default {D.calibration_size})")
+    p.add_argument("--sensitivity-size", type=int, help="training sentences for the per-node "
+                   f"INT8 sensitivity report (default {D.sensitivity_size})")
     p.add_argument("--data", help="labeled JSONL for the gates (default: the run's val split)")
     p.add_argument("--atol", type=float, help=f"max |logit diff| ONNX vs PyTorch (default {D.atol:g})")
     p.add_argument("--max-length", type=int,

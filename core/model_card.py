@@ -368,6 +368,14 @@ def write_run_card(run: RunFolder) -> Path:
     return paths.atomic_write_text(run.model_dir / CARD, run_card(run, f))
 
 
+def refresh_run_card(run: RunFolder, changed: str | Path) -> None:
+    """After an export or a bundle was written to ``changed``: when that is the run's own
+    folder, rewrite the card so its INT8 and browser sections describe what is there now."""
+    own = (run.root.resolve(), run.bundle_dir.resolve())
+    if Path(changed).resolve() in own and run.is_trained():
+        write_run_card(run)
+
+
 def _bundle_parts(run: RunFolder, bundle_dir, report: dict | None) -> tuple[dict, str, dict]:
     f = facts(run)
     report = report if report is not None else run.bundle_report(bundle_dir)
@@ -418,3 +426,19 @@ def page_parts(card: str) -> tuple[str, str]:
     body = split_front_matter(card)[1]
     before, _, after = body.partition(f"![confusion matrix]({IMAGE})\n")
     return before, after
+
+
+def page_blocks(folder: str | Path, missing: str) -> list[tuple[str, str]]:
+    """What a page shows of the card in ``folder`` (a run's model/, a bundle), as (kind, value)
+    for ``getattr(st, kind)(value)``: markdown, the confusion matrix image (a path), markdown;
+    [("info", missing)] when its README.md is absent or not a card (e.g. a bundle's template)."""
+    folder = Path(folder)
+    try:
+        card = (folder / CARD).read_text(encoding="utf-8")
+    except OSError:
+        card = ""
+    if not re.search(r"^pipeline_tag:", split_front_matter(card)[0], re.M):
+        return [("info", missing)]
+    before, after = page_parts(card)
+    image = [("image", str(folder / IMAGE))] if (folder / IMAGE).is_file() else []
+    return [("markdown", before), *image, ("markdown", after)]

@@ -37,11 +37,12 @@ Everything takes ``batches``: a list of ONNX Runtime feeds (``{"input_ids": int6
 "attention_mask": int64 [B, S]}``), e.g. from :func:`encode_batches`. Functions that write a model
 take ``(src, dst, ...)`` paths and return None (or a small dict describing what they did).
 
-Use (the recommended default, see ``RECOMMENDED`` and bench/int8_recipes.py for measurements)::
+Use (the export's default, ``core.quantize.integer_int8``; bench/int8_recipes.py measured the
+alternatives side by side)::
 
     from core import quant_recipes as qr
     batches = qr.encode_batches(model_dir, calibration_texts)
-    qr.build_recommended(unfused_onnx, fused_onnx, dst, batches)
+    qr.per_token_int8(fused_onnx, dst, batches, **qr.DEFAULT_PER_TOKEN)
 """
 
 from __future__ import annotations
@@ -688,14 +689,17 @@ def _prepped(src: PathLike, tmp: str) -> str:
 
 def dynamic(src: PathLike, dst: PathLike, exclude: Iterable[str] = (), per_channel: bool = False,
             keep_as: str = "fp32", quantize_embeddings: bool = True,
-            nbits_accuracy_level: int = 0) -> None:
+            nbits_accuracy_level: int = 0, reduce_range: bool = False) -> None:
     """Dynamic INT8 (QInt8 weights, uint8 activations at run time) except the ``exclude`` nodes.
 
     ``keep_as="fp32"`` leaves the excluded nodes as float MatMuls (+1.8 MB per FFN matmul,
     +0.44 MB per 384x384 one); ``"nbits"`` stores them as 8-bit weight-only ``MatMulNBits``
     (block 64, same size as INT8; float activations, so accurate; ``nbits_accuracy_level=0``
     keeps the browser and Python computing it the same way). ``quantize_embeddings=False``
-    leaves the Gather tables FP32 (+34 MB: only for experiments)."""
+    leaves the Gather tables FP32 (+34 MB: only for experiments). ``reduce_range``: weights on
+    the 7-bit grid [-64, 64], so that no pair of uint8 x int8 products can overflow int16: the
+    AVX2 / AVX512-without-VNNI kernels (VPMADDUBSW) saturate there, VNNI does not, so only with
+    it does the file compute the same integers on every x86 CPU (see :data:`SATURATION_FREE`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     exclude = _dynamic_names(src, exclude)
@@ -704,7 +708,8 @@ def dynamic(src: PathLike, dst: PathLike, exclude: Iterable[str] = (), per_chann
         prepped = _prepped(src, tmp)
         out = str(Path(tmp) / "dyn.onnx") if (exclude and keep_as == "nbits") else str(dst)
         quantize_dynamic(prepped, out, per_channel=per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=exclude, op_types_to_quantize=ops)
+                         nodes_to_exclude=exclude, op_types_to_quantize=ops,
+                         reduce_range=reduce_range)
         if exclude and keep_as == "nbits":
             nbits_int8(out, dst, include=exclude, accuracy_level=nbits_accuracy_level)
 
@@ -976,7 +981,10 @@ def gptq_refine(fp32_src: PathLike, quantized: PathLike, dst: PathLike,
         scale = numpy_helper.to_array(qinits[f"{n['weight']}_scale"]).astype(np.float64)
         h = hs[n["activation"]]
         q_old = numpy_helper.to_array(qinits[f"{n['weight']}_quantized"]).astype(np.float64)
-        q_new = gptq_round(w, scale, h, damp, act_order)
+        # the grid the quantizer used: symmetric scales put the largest weight at qmax, so a
+        # file written with reduce_range (7-bit, |q| <= 64) never holds a larger value
+        qmax = 64 if np.abs(q_old).max() <= 64 else 127
+        q_new = gptq_round(w, scale, h, damp, act_order, qmax=qmax)
 
         def out_err(q):
             d = w - q * scale
@@ -1041,14 +1049,180 @@ def static_qdq(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
     del onnx
 
 
+# --------------------------------------------------------------------------- per-token INT8
+
+# what the export ships (bench/results/int8_recipes.md: the best agreement among the integer
+# recipes that are also >= 1.5x ORT FP32 optimized at batch 1)
+DEFAULT_PER_TOKEN = {"smooth_alpha": 0.5, "smooth_roles": ("qkv", "ffn_up")}
+W7 = 63  # 7-bit symmetric weights [-63, 63]: u8 x s7 pair sums fit int16 (no AVX2 saturation)
+# and every weight is a valid int7 for wasm relaxed-SIMD dot products (i8 x i7)
+
+
+def _quantize_columns(w: np.ndarray, h: np.ndarray | None, qmax: int) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Symmetric per-output-column int8 weights of ``w`` [K, N] (GPTQ-rounded when the input
+    Hessian ``h`` is given): (q int8 [K, N], scale float32 [N])."""
+    amax = np.abs(w).max(axis=0)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float64)
+    if h is None:
+        q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+    else:
+        q = gptq_round(w, scale, h, qmax=qmax)
+    return q, scale.astype(np.float32)
+
+
+def _per_token_quant(b: _Builder, x: str) -> tuple[str, str]:
+    """ONNX ops quantizing ``x`` [..., K] with one symmetric scale per token (row): returns
+    (uint8 tensor holding q + 128, float scale [..., 1]); MatMulInteger takes it with the scalar
+    zero point 128, which selects ONNX Runtime's fast u8 x s8 kernels (its s8 x s8 path is 3x
+    slower on x86). Outlier *tokens* (the <s>/</s> "attention sinks" carry channels 10-60x the
+    rest) then cost only their own precision."""
+    import onnx
+
+    amax = b.reduce("ReduceMax", b.op("Abs", [x]), [-1])
+    scale = b.op("Max", [b.op("Mul", [amax, b.const(np.array(1 / 127, np.float32))]),
+                         b.const(np.array(1e-12, np.float32), "eps")], "tok_scale")
+    shifted = b.op("Add", [b.op("Round", [b.op("Div", [x, scale])]),
+                           b.const(np.array(128, np.float32), "c128")])
+    q = b.op("Cast", [shifted], "tok_q", to=onnx.TensorProto.UINT8)
+    return q, scale
+
+
+def _replace_output(node, b: _Builder) -> str:
+    """Give ``node`` a fresh output name and return its old one (for the node replacing it)."""
+    out = node.output[0]
+    node.output[0] = b.name("dead")
+    return out
+
+
+def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
+                   roles: Iterable[str] = ("attn_out", "ffn_up", "ffn_down"),
+                   gptq: bool = True, embeddings: bool = True, attention: str = "per_token",
+                   smooth_alpha: float | None = None, smooth_roles: Sequence[str] = ("qkv",),
+                   qmax: dict[str, int] | None = None, keep: Iterable[str] = (),
+                   threads: int | None = None) -> dict:
+    """INT8 with integer matmuls and a scale per token instead of per tensor (ZeroQuant-style,
+    Yao et al., arXiv 2206.01861), on the fused graph (``model_optimized.onnx``) or unfused.
+
+    * MatMuls of ``roles``: the activation is quantized per token to int8 by plain ONNX ops
+      (ReduceMax/Div/Round/Cast, shared by the MatMuls reading it), the weight per output column
+      on the 7-bit grid (:data:`W7`; GPTQ-rounded against the calibration Hessian), and
+      ``MatMulInteger`` (int8 x int8 -> int32) computes the product; two Muls rescale it.
+      7-bit weights keep every x86 kernel exact (AVX2's VPMADDUBSW saturates with 8 bits), so
+      the file computes the same integers on AVX2, AVX512-VNNI and wasm.
+    * fused ``Attention`` (Q/K/V), ``attention``: "per_token" (default) projects Q/K/V the
+      same way and hands them to ORT's ``MultiHeadAttention``; "qattention": ``quantize_dynamic``
+      makes it ``QAttention`` (per-tensor activations, the only input scale that op takes) after
+      SmoothQuant (``smooth_alpha``); "fp32" keeps it as it is.
+    * embeddings: int8 rows with one scale per row (Gather of the int8 table, Cast, Mul by the
+      gathered scale), all standard ops, instead of one scale for the whole table.
+    The classifier head stays FP32 (0.6 MB). Returns what was done."""
+    import onnx
+    from onnx import numpy_helper
+
+    t0 = time.perf_counter()
+    roles = set(roles)
+    with tempfile.TemporaryDirectory() as tmp:
+        cur = Path(src)
+        if smooth_alpha:
+            nxt = Path(tmp) / "smoothed.onnx"
+            smooth_quant(cur, nxt, batches, alpha=smooth_alpha, roles=smooth_roles,
+                         threads=threads)
+            cur = nxt
+        model = _load(cur)
+        nodes = [n for n in quantizable_nodes(model)
+                 if (n["op_type"] == "MatMul" and n["role"] in roles)
+                 or (embeddings and n["op_type"] == "Gather")
+                 or (attention == "per_token" and n["op_type"] == "Attention")]
+        nodes = [n for n in nodes if n["name"] not in set(keep)]
+        hs = (input_hessians(model, batches, [n["activation"] for n in nodes if n["activation"]],
+                             threads) if gptq else {})
+        inits = {i.name: i for i in model.graph.initializer}
+        by_name = {n.name: n for n in model.graph.node}
+        b = _Builder(model)
+        quantized: dict[str, tuple[str, str]] = {}
+        zp128 = b.const(np.array(128, np.uint8), "zp128")
+        done = {"matmul": 0, "gather": 0, "attention": 0}
+        for n in nodes:
+            node = by_name[n["name"]]
+            w = numpy_helper.to_array(inits[n["weight"]]).astype(np.float32)
+            if n["op_type"] == "Gather":  # per-row int8 table
+                amax = np.abs(w).max(axis=1, keepdims=True)
+                scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+                q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+                ids = node.input[1]
+                rows = b.op("Cast", [b.op("Gather", [b.const(q, "emb_q"), ids])],
+                            to=onnx.TensorProto.FLOAT)
+                row_scale = b.op("Gather", [b.const(scale, "emb_scale"), ids])
+                out = _replace_output(node, b)
+                b.nodes.append(onnx.helper.make_node("Mul", [rows, row_scale], [out],
+                                                     name=b.name("emb_dq")))
+                done["gather"] += 1
+                continue
+            x = n["activation"]
+            if x not in quantized:
+                quantized[x] = _per_token_quant(b, x)
+            xq, xs = quantized[x]
+            q, ws = _quantize_columns(w, hs.get(x), (qmax or {}).get(n["role"], W7))
+            acc = b.op("MatMulInteger", [xq, b.const(q, "w_q"), zp128], "mmi")
+            y = b.op("Mul", [b.op("Cast", [acc], to=onnx.TensorProto.FLOAT),
+                             b.const(ws, "w_scale")])
+            if n["op_type"] == "Attention":  # the projection out, ORT's fused attention kept
+                _attention_after_projection(b, node, b.op("Mul", [y, xs], "qkv"), w.shape[0])
+                done["attention"] += 1
+                continue
+            out = _replace_output(node, b)
+            b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [out], name=b.name("tok_dq")))
+            done["matmul"] += 1
+        dead = {n["name"] for n in nodes}
+        kept = [nd for nd in model.graph.node if nd.name not in dead]
+        model.graph.ClearField("node")
+        model.graph.node.extend(_toposort(kept + b.nodes))
+        used = {i for nd in model.graph.node for i in nd.input}
+        alive = [i for i in model.graph.initializer if i.name in used]
+        model.graph.ClearField("initializer")
+        model.graph.initializer.extend(alive)
+        staged = Path(tmp) / "per_token.onnx"
+        onnx.save(model, str(staged))
+        if attention == "qattention":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(_prepped(staged, tmp), str(dst), per_channel=True,
+                             reduce_range=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["Attention"])
+        else:
+            onnx.save(model, str(dst))
+    return {**done, "attention_mode": attention, "gptq": gptq,
+            "smooth_alpha": smooth_alpha, "smooth_roles": list(smooth_roles),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _attention_after_projection(b: _Builder, node, qkv: str, hidden: int) -> None:
+    """Replace fused ``Attention`` (projection + attention) by ORT's ``MultiHeadAttention``
+    (attention only) fed with the already projected, packed Q/K/V ``qkv``; the bias and the
+    mask (sequence lengths, right padding) are passed on unchanged."""
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    split = b.const(np.array([hidden, hidden, hidden], np.int64), "qkv_split")
+    q, k, v = b.name("q"), b.name("k"), b.name("v")
+    b.nodes.append(onnx.helper.make_node("Split", [qkv, split], [q, k, v], axis=-1,
+                                         name=b.name("qkv_split_op")))
+    mask = node.input[3] if len(node.input) > 3 else ""
+    out = _replace_output(node, b)
+    b.nodes.append(onnx.helper.make_node(
+        "MultiHeadAttention", [q, k, v, node.input[2], mask], [out], domain="com.microsoft",
+        num_heads=attrs["num_heads"], name=b.name("mha")))
+
+
 # --------------------------------------------------------------------------- the default
 
 def outlier_aware_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
-                       split_down: int = 16, split_up: int = 4,
+                       split_down: int = 16, split_up: int = 4, split_attn: int = 0,
                        smooth_roles: Sequence[str] = ("qkv", "q", "k", "v"),
                        alpha: float = 0.7, per_channel: bool = True, gptq: bool = True,
                        keep: Iterable[str] = (), keep_as: str = "fp32",
-                       threads: int | None = None) -> dict:
+                       reduce_range: bool = True, threads: int | None = None) -> dict:
     """The combined recipe: outlier split for the FFN inputs, SmoothQuant for the attention
     input, per-channel dynamic INT8, GPTQ re-rounding. Every step keeps the FP32 function
     except the final quantization; the graph computes with DynamicQuantizeLinear +
@@ -1064,13 +1238,15 @@ def outlier_aware_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
     weight error (per-tensor weights alone cost 9% of labels); GPTQ (:func:`gptq_refine`)
     re-rounds the int8 weights against each layer's input statistics. ``keep``: node names left
     out of INT8 (``keep_as`` "fp32" or "nbits"). ``src``: fused (model_optimized.onnx,
-    faster: QAttention) or unfused graph. Returns what was done, with timings."""
+    faster: QAttention) or unfused graph. ``reduce_range`` (default): 7-bit weights, the same
+    integers on every x86 CPU (see :func:`dynamic`). Returns what was done, with timings."""
     t0 = time.perf_counter()
     steps: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         cur = Path(src)
         keep = list(keep)
-        for roles, c in ((("ffn_down",), split_down), (("ffn_up",), split_up)):
+        for roles, c in ((("ffn_down",), split_down), (("ffn_up",), split_up),
+                         (("attn_out",), split_attn)):
             if c:
                 nxt = Path(tmp) / f"split_{roles[0]}.onnx"
                 info = outlier_split(cur, nxt, batches, channels=c, roles=roles, threads=threads)
@@ -1085,27 +1261,11 @@ def outlier_aware_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
             steps["smooth"] = {"alpha": alpha, "groups": len(info["groups"])}
             cur = nxt
         quantized = Path(tmp) / "dynamic.onnx" if gptq else Path(dst)
-        dynamic(cur, quantized, exclude=keep, per_channel=per_channel, keep_as=keep_as)
-        steps["dynamic"] = {"per_channel": per_channel, "kept": len(keep)}
+        dynamic(cur, quantized, exclude=keep, per_channel=per_channel, keep_as=keep_as,
+                reduce_range=reduce_range)
+        steps["dynamic"] = {"per_channel": per_channel, "reduce_range": reduce_range,
+                            "kept": len(keep)}
         if gptq:
             steps["gptq"] = gptq_refine(cur, quantized, dst, batches, threads=threads)
     steps["seconds"] = round(time.perf_counter() - t0, 2)
     return steps
-
-
-RECOMMENDED = {"name": "smoothquant_dynamic", "alpha": 0.5}
-
-
-def build_recommended(unfused: PathLike, fused: PathLike | None, dst: PathLike,
-                      batches: Sequence[Feeds], **overrides) -> dict:
-    """Build the recommended INT8 file (see ``RECOMMENDED``; bench/int8_recipes.py measured
-    the alternatives). Returns what was done (for export_report.json)."""
-    cfg = {**RECOMMENDED, **overrides}
-    t0 = time.perf_counter()
-    src = fused or unfused
-    with tempfile.TemporaryDirectory() as tmp:
-        smoothed = Path(tmp) / "smoothed.onnx"
-        info = smooth_quant(src, smoothed, batches, alpha=cfg["alpha"])
-        dynamic(smoothed, dst)
-    return {"recipe": cfg, "seconds": round(time.perf_counter() - t0, 2),
-            "smoothing_groups": len(info["groups"])}

@@ -33,12 +33,26 @@ def dynamic_int8(src: Path, dst: Path, per_channel: bool = False,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8)
 
 
+def integer_int8(src: Path, dst: Path, batches) -> dict:
+    """The export's first choice: integer matrix multiplies with one activation scale per token
+    (``quant_recipes.per_token_int8``: SmoothQuant 0.5 on the Q/K/V and FFN-up inputs, 7-bit
+    per-channel GPTQ weights, per-row int8 embeddings; measured against the alternatives in
+    bench/results/int8_recipes.md). A sentence's labels do not depend on what else is in its
+    batch, and the integers are the same on every x86 CPU. ``src``: the fused graph;
+    ``batches``: calibration feeds (quant_recipes.encode_batches). Returns what was done."""
+    from core import quant_recipes as qr
+
+    return qr.per_token_int8(src, dst, batches, **qr.DEFAULT_PER_TOKEN)
+
+
 def weight_only_int8(src: Path, dst: Path, block_size: int = 64) -> None:
     """8-bit weights for every MatMul (MatMulNBits) and the embedding table (Gather).
 
     ``src`` should be the unfused graph: fused Attention nodes keep their weights in FP32.
-    ``accuracy_level=4`` lets the CPU kernel compute in int8 with per-block activation scales
-    (fine-grained, unlike dynamic quantization's single scale per tensor)."""
+    ``accuracy_level=0``: the kernel dequantizes and computes in float, as onnxruntime-web's
+    wasm kernel does, so Python and the browser get the same labels from the same file (level 4
+    quantizes activations per block with ISA-dependent kernels: labels differed on 0.3% of the
+    seed set between Python and the browser, and the agreement moved with the CPU)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -48,33 +62,6 @@ def weight_only_int8(src: Path, dst: Path, block_size: int = 64) -> None:
         quantize_dynamic(str(src), str(gathered), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["Gather"])  # weight-only for embedding lookups
         quantizer = MatMulNBitsQuantizer(onnx.load(str(gathered)), bits=8, block_size=block_size,
-                                         is_symmetric=True, accuracy_level=4)
+                                         is_symmetric=True, accuracy_level=0)
         quantizer.process()
         onnx.save(quantizer.model.model, str(dst))
-
-
-def for_browser(src: Path, dst: Path) -> int:
-    """Copy ``src`` to ``dst`` with every MatMulNBits node set to ``accuracy_level=0``.
-
-    onnxruntime-web's wasm kernel computes MatMulNBits in float; level 0 makes ONNX Runtime in
-    Python compute the bundle's file the same way, so browser and Python logits agree (with level
-    4 the CPU kernel quantizes activations per block and labels differed on 0.3% of the seed set).
-    Returns the number of nodes changed; other models are copied unchanged."""
-    import shutil
-
-    import onnx
-
-    model = onnx.load(str(src))
-    changed = 0
-    for node in model.graph.node:
-        if node.op_type != "MatMulNBits":
-            continue
-        for attr in node.attribute:
-            if attr.name == "accuracy_level" and attr.i != 0:
-                attr.i = 0
-                changed += 1
-    if changed:
-        onnx.save(model, str(dst))
-    else:
-        shutil.copyfile(src, dst)
-    return changed

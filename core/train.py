@@ -446,7 +446,9 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from core import model_card
     from core.models.registry import load_for_classification
+    from core.run import RunFolder
 
     started = time.perf_counter()
     records = data.load_dataset(config.data)
@@ -488,5 +490,6 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
         metrics = {**asdict(result), "config": asdict(config), "split": how}
         paths.atomic_write_text(staging / "metrics.json",
                                 json.dumps(metrics, ensure_ascii=False, indent=2))
+        model_card.write_run_card(RunFolder(staging))  # model/README.md, pushable to the Hub
     accelerator.wait_for_everyone()
     return result

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import gates, paths
+from core import gates, model_card, paths
 from core.errors import ConfigError, GateError, WebExportError
 from core.progress import ProgressFn
 from core.run import RunFolder
@@ -212,10 +212,8 @@ def _vendor_notice(root: Path) -> str:
 
 
 def _fill(tmp: Path, model_dir: Path, onnx_path: Path, vendor: Path) -> None:
-    from core.quantize import for_browser
-
     (tmp / "onnx").mkdir(parents=True)
-    for_browser(onnx_path, tmp / INT8_PATH)
+    shutil.copyfile(onnx_path, tmp / INT8_PATH)  # byte for byte: one INT8 file everywhere
     for name in MODEL_FILES:
         shutil.copyfile(model_dir / name, tmp / name)
     for name in TEMPLATE_FILES:
@@ -289,12 +287,19 @@ def _build(config: WebExportConfig, run: RunFolder, tmp: Path, vendor: Path, emi
     paths.atomic_write_text(tmp / FACTS, json.dumps(facts, ensure_ascii=False, indent=2))
     emit({"done": 3, "total": 5, "message": "checking the shipped model against FP32"})
     verdicts, scores = _gate_shipped(config, run, tmp / INT8_PATH, max_length)
-    files = file_sizes(tmp)
-    verdicts += _size_gates(config, files[INT8_PATH], sum(files.values()))
-    report = {"files": files, "breakdown_bytes": breakdown(files),
-              "total_bytes": sum(files.values()), "labels": labels, "max_length": max_length,
-              "source_run": run.name, "created": facts["created"], "gates": verdicts,
-              "scores": scores}
+    template = (TEMPLATE_DIR / "README.md").read_text(encoding="utf-8")
+    # README.md becomes the model card (a bare model folder, with no metrics.json, keeps the
+    # template's). The card quotes the sizes and is one of the files: sizes, card, sizes with the
+    # card, card again (the same length unless a rounded figure moved), then the final sizes.
+    for card_pass in range(3):
+        files = file_sizes(tmp)
+        report = {"files": files, "breakdown_bytes": breakdown(files),
+                  "total_bytes": sum(files.values()), "labels": labels, "max_length": max_length,
+                  "source_run": run.name, "created": facts["created"],
+                  "gates": verdicts + _size_gates(config, files[INT8_PATH], sum(files.values())),
+                  "scores": scores}
+        if card_pass < 2 and run.is_trained():
+            model_card.write_bundle_card(run, tmp, template, report)
     paths.atomic_write_text(tmp / REPORT, json.dumps(report, ensure_ascii=False, indent=2))
     return report
 
@@ -320,6 +325,7 @@ def run(config: WebExportConfig, on_progress: ProgressFn | None = None) -> WebEx
                                 + ". Pass --allow-int8-drift to ship it anyway.")
             emit({"done": 4, "total": 5, "message": f"writing {out}"})
             paths.swap_dir(tmp, out)
+            model_card.refresh_run_card(run_folder, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         zip_path = out.with_name(out.name + ".zip") if config.zip else None

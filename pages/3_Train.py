@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import data, paths
+from core import data, model_card, paths
 from core.errors import StudioError
 from core.models.registry import BUNDLED_DEFAULT, BUNDLED_MODELS, SUGGESTED_HUB_MODELS
 from core.run import list_runs
@@ -68,7 +68,7 @@ for run in list_runs():
         m = run.metrics()
     except StudioError:
         continue
-    runs[run.name] = m
+    runs[run.name] = run, m
     test = m.get("test") or {}
     rows.append({"run": run.name, "base": m.get("base"), "K": m.get("freeze_below"),
                  "val macro-F1": (m.get("val") or {}).get("macro_f1"),
@@ -76,7 +76,7 @@ for run in list_runs():
                  "epochs": m.get("epochs_run"), "seconds": m.get("train_seconds")})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    metrics = runs[st.selectbox("Details of run", list(runs))]
+    chosen, metrics = runs[st.selectbox("Details of run", list(runs))]
     test = metrics.get("test") or metrics.get("val") or {}
     if test.get("confusion_matrix"):
         labels = metrics["labels"]
@@ -85,5 +85,15 @@ if rows:
                                   title="Confusion matrix (test split)"), width="stretch")
     if test.get("per_class"):
         st.dataframe(pd.DataFrame(test["per_class"]).T)
+    with st.expander("Model card"):
+        blocks = model_card.page_blocks(chosen.model_dir, f"Run {chosen.name} has no model card "
+                                        "(model/README.md): runs trained before model cards "
+                                        "have none; train it again to write one.")
+        for kind, value in blocks:
+            getattr(st, kind)(value)
+        if blocks[0][0] != "info":
+            st.download_button("Download README.md", file_name="README.md", mime="text/markdown",
+                               data=(chosen.model_dir / model_card.CARD).read_bytes,
+                               on_click="ignore")
 else:
     st.info("No trained runs yet.")

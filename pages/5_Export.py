@@ -1,6 +1,7 @@
 """Export: ONNX FP32, optimized graph, INT8 and OpenVINO, with parity and accuracy gates."""
 
 import pandas as pd
+import plotly.express as px
 import streamlit as st
 
 from core import gates
@@ -10,7 +11,8 @@ from pages.common import guard, job_panel, page, pick_run, start_job
 guard("export")  # demo mode: refused here
 page("Export")
 st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
-           "optimizer, INT8 dynamic quantization and OpenVINO NNCF INT8. The export checks "
+           "optimizer, three INT8 methods (integer matmuls with outlier handling, plain dynamic, "
+           "weight-only) and OpenVINO NNCF INT8. The export checks "
            f"itself: FP32 must match PyTorch within {gates.PARITY_ATOL:g}; INT8 must agree with "
            f"FP32 on ≥ {gates.MIN_AGREEMENT:g}% of validation labels and lose at most "
            f"{gates.MAX_F1_DROP:g} macro-F1 point.")
@@ -18,8 +20,8 @@ st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's t
 run = pick_run()
 defaults = ExportConfig(model=str(run.root))
 c1, c2, c3, c4 = st.columns(4)
-per_channel = c1.checkbox("Per-channel (dynamic INT8)", defaults.per_channel)
-reduce_range = c2.checkbox("Reduced range (dynamic INT8)", defaults.reduce_range)
+per_channel = c1.checkbox("Per-channel (plain dynamic INT8)", defaults.per_channel)
+reduce_range = c2.checkbox("Reduced range (plain dynamic INT8)", defaults.reduce_range)
 openvino = c3.checkbox("OpenVINO IR + INT8", value=defaults.openvino)
 calib = c4.number_input("Calibration sentences", 1, 5000, defaults.calibration_size)
 allow_drift = st.checkbox("Ship INT8 even if it fails the gates", defaults.allow_int8_drift)
@@ -61,6 +63,26 @@ if shipped.get("gates"):
     else:
         st.error("The shipped INT8 FAILS its gates (shipped with --allow-int8-drift): "
                  + "; ".join(gates.failures(shipped["gates"])))
+
+cpu = report.get("cpu") or {}
+if cpu:
+    st.caption(f"Gates measured on {cpu.get('model', '?')} (flags: "
+               f"{', '.join(cpu.get('flags', [])) or 'none of avx2/avx512/vnni/amx'}): integer "
+               "kernels differ between CPUs, so INT8 speed and labels are recorded per machine.")
+sens = report.get("sensitivity") or {}
+if sens.get("nodes"):
+    st.subheader("INT8 sensitivity per node")
+    st.caption(f"Each quantizable node quantized alone ({sens['method']}) on "
+               f"{sens['sentences']} training sentences: how far the logits move. The worst "
+               "nodes are the ones to keep in higher precision or to smooth.")
+    top = pd.DataFrame(sens["nodes"][:30])
+    top["node"] = [f"L{'' if pd.isna(layer) else int(layer)} {role} · {name[-28:]}"
+                   for layer, role, name in zip(top["layer"], top["role"], top["name"])]
+    fig = px.bar(top, x="mean_abs_dlogit", y="node", color="role", orientation="h",
+                 hover_data=["name", "op_type", "flips", "flip_pct", "max_abs_dlogit"],
+                 labels={"mean_abs_dlogit": "mean |Δlogit| when quantized alone"})
+    fig.update_layout(yaxis={"autorange": "reversed"}, height=24 * len(top) + 120)
+    st.plotly_chart(fig, width="stretch")
 
 files = {a["name"]: a["path"] for a in report["artifacts"] if a["name"] != "pytorch_fp32"}
 pick = st.selectbox("Download", list(files))

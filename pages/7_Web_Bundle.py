@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import gates, web_export
+from core import gates, model_card, web_export
 from pages.common import guard, job_panel, page, pick_run, refuse, start_job
 
 demo = guard("web-bundle")  # demo mode: the prebuilt bundle, download only
@@ -69,6 +69,11 @@ right.plotly_chart(px.bar(frame, x="MB", y="part", orientation="h", height=240),
 with st.expander("Every file"):
     st.dataframe(pd.DataFrame([{"file": k, "KB": round(v / 1e3, 1)}
                                for k, v in report["files"].items()]), hide_index=True)
+with st.expander("Model card (the bundle's README.md)"):
+    for kind, value in model_card.page_blocks(run.bundle_dir, "This bundle's README.md is not a "
+                                              "model card (built before model cards, or from a "
+                                              "folder without metrics.json): build it again."):
+        getattr(st, kind)(value)
 
 if run.bundle_zip.is_file():
     # A callable: the zip is read only when the button is pressed, not on every rerun; and

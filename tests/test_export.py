@@ -28,17 +28,18 @@ def onnx_inputs(path):
 def test_artifacts_report_and_gates(e5_export):
     out, result = e5_export
     names = [a.name for a in result.artifacts]
-    assert names == ["pytorch_fp32", "onnx_fp32", "onnx_fp32_optimized", "onnx_int8_dynamic",
-                     "onnx_int8_weightonly", "openvino_fp32", "openvino_int8"]
+    assert names == ["pytorch_fp32", "onnx_fp32", "onnx_fp32_optimized", "onnx_int8_integer",
+                     "onnx_int8_dynamic", "onnx_int8_weightonly", "openvino_fp32", "openvino_int8"]
     for f in ["onnx/model.onnx", "onnx/model_optimized.onnx", "onnx/model_quantized.onnx",
-              "onnx/model_int8_dynamic.onnx", "onnx/model_int8_weightonly.onnx",
-              "openvino/model.xml", "openvino/model_int8.xml", "export_report.json"]:
+              "onnx/model_int8_integer.onnx", "onnx/model_int8_dynamic.onnx",
+              "onnx/model_int8_weightonly.onnx", "openvino/model.xml", "openvino/model_int8.xml",
+              "export_report.json"]:
         assert (out / f).is_file(), f
     assert not list(out.glob("onnx/*.data")), "weights must be inside the .onnx file"
     report = json.loads((out / "export_report.json").read_text())
     art = {a["name"]: a for a in report["artifacts"]}
     assert art["onnx_fp32"]["metrics"]["max_abs_diff"] <= 1e-4
-    for name in ("onnx_int8_dynamic", "onnx_int8_weightonly"):
+    for name in ("onnx_int8_integer", "onnx_int8_dynamic", "onnx_int8_weightonly"):
         assert art[name]["metrics"]["size_ratio"] <= 0.30
         assert art[name]["metrics"]["agreement"] >= 90
     chosen = report["int8"]["method"]
@@ -48,6 +49,20 @@ def test_artifacts_report_and_gates(e5_export):
     assert art["openvino_fp32"]["metrics"]["max_abs_diff"] <= 1e-3
     assert report["eval_size"] > 0 and report["config"]["opset"] == 17
     assert report["fused_ops"].get("Attention", 0) == 2  # both layers of the tiny model fused
+    assert set(report["cpu"]) == {"model", "flags"} and isinstance(report["cpu"]["flags"], list)
+
+
+def test_sensitivity_report_lists_every_quantizable_node(e5_export):
+    from core import quant_recipes as qr
+
+    out, _ = e5_export
+    report = json.loads((out / "export_report.json").read_text())["sensitivity"]
+    want = {n["name"] for n in qr.quantizable_nodes(out / "onnx" / "model.onnx")}
+    rows = report["nodes"]
+    assert {r["name"] for r in rows} == want and len(rows) == len(want)
+    damage = [r["mean_abs_dlogit"] for r in rows]
+    assert damage == sorted(damage, reverse=True) and damage[0] > 0
+    assert report["sentences"] > 0
 
 
 def test_xlmr_graph_has_no_token_type_ids_and_dynamic_axes(e5_export):
@@ -86,20 +101,25 @@ def test_fp32_parity_dynamic_shapes(tiny_e5_run, e5_export, batch, pad_to):
 def test_int8_graphs_use_integer_ops(e5_export):
     out, _ = e5_export
     ops = lambda p: [n.op_type for n in onnx.load(str(p)).graph.node]  # noqa: E731
-    fp32, dyn = ops(out / "onnx" / "model_optimized.onnx"), ops(out / "onnx" / "model_int8_dynamic.onnx")
+    fp32 = ops(out / "onnx" / "model_optimized.onnx")
+    dyn = ops(out / "onnx" / "model_int8_dynamic.onnx")
     assert "DynamicQuantizeLinear" in dyn or "DynamicQuantizeMatMul" in dyn
     assert any(op in dyn for op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention"))
     assert dyn.count("MatMul") < fp32.count("MatMul")
+    integer = ops(out / "onnx" / "model_int8_integer.onnx")  # per-token scales, own ops
+    assert integer.count("MatMulInteger") == 4 * 2 and "Attention" not in integer
+    assert integer.count("MatMul") + integer.count("Gemm") == 2  # the classifier head only
     weight_only = ops(out / "onnx" / "model_int8_weightonly.onnx")
     assert weight_only.count("MatMulNBits") >= 12 and "DynamicQuantizeLinear" not in weight_only
 
 
-@pytest.mark.parametrize("method", ["dynamic", "weight-only"])
+@pytest.mark.parametrize("method", ["integer", "dynamic", "weight-only"])
 def test_int8_method_can_be_forced(tiny_e5_run, tmp_path, method):
     result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path), allow_int8_drift=True,
                                             openvino=False, int8_method=method))
     assert result.int8["method"] == method
-    name = {"dynamic": "model_int8_dynamic.onnx", "weight-only": "model_int8_weightonly.onnx"}
+    name = {"integer": "model_int8_integer.onnx", "dynamic": "model_int8_dynamic.onnx",
+            "weight-only": "model_int8_weightonly.onnx"}
     assert (tmp_path / "onnx" / "model_quantized.onnx").read_bytes() == \
         (tmp_path / "onnx" / name[method]).read_bytes()
 
@@ -109,6 +129,7 @@ def test_runtimes_agree_on_labels(tiny_e5_run, e5_export):
     ref = runtimes.load(tiny_e5_run).logits(TEXTS)
     for path, atol in [(out / "onnx" / "model_optimized.onnx", 1e-4),
                        (out / "openvino" / "model.xml", 1e-3),
+                       (out / "onnx" / "model_int8_integer.onnx", 0.1),
                        (out / "onnx" / "model_int8_dynamic.onnx", 0.1),
                        (out / "onnx" / "model_int8_weightonly.onnx", 0.1),
                        (out / "openvino" / "model_int8.xml", 0.1)]:

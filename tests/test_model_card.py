@@ -157,3 +157,45 @@ def test_bundle_card_keeps_the_template_and_reports_parity(tiny_e5_run, tmp_path
                  "27.4 MB in all", "40 tokens", "INT8 drift (bundle): 2.00%"):
         assert fact in body, fact
     assert model_card.bundle_card(run, bundle) == model_card.bundle_card(run, bundle, report)
+
+
+def test_training_writes_the_card_beside_the_model_from_metrics_json(tiny_e5_run):
+    run = RunFolder(tiny_e5_run)  # trained by core.train (conftest): the card came with it
+    text = (run.model_dir / model_card.CARD).read_text(encoding="utf-8")
+    meta, m = _header(text), run.metrics()
+    assert meta["language"] == ["ko"] and meta["pipeline_tag"] == "text-classification"
+    assert meta["license"] and meta["metrics"] == ["accuracy", "f1"]
+    assert {"text-classification", "korean", "emotion-classification"} <= set(meta["tags"])
+    rows = _table_after(text, "Per class (test split)")
+    assert {r[0]: r[1:] for r in rows} == {
+        label: [f"{p['precision']:.3f}", f"{p['recall']:.3f}", f"{p['f1']:.3f}",
+                str(p["support"])] for label, p in m["test"]["per_class"].items()}
+    assert (run.model_dir / model_card.IMAGE).is_file() and ".tmp-" not in text
+    assert "# Korean emotion classifier: tiny_e5 (model)" in text  # the run's name, not staging's
+    assert str(tiny_e5_run.parent) not in text
+    assert not [p for p in tiny_e5_run.parent.iterdir() if ".tmp-" in p.name]  # staging swapped
+
+
+def test_page_blocks_show_a_card_and_say_when_there_is_none(tiny_e5_run, tmp_path):
+    kinds = [kind for kind, _ in model_card.page_blocks(tiny_e5_run / "model", "none")]
+    assert kinds == ["markdown", "image", "markdown"]
+    assert model_card.page_blocks(tmp_path, "no card here") == [("info", "no card here")]
+    (tmp_path / model_card.CARD).write_text(TEMPLATE, encoding="utf-8")  # front matter, no card
+    assert model_card.page_blocks(tmp_path, "no card here") == [("info", "no card here")]
+
+
+def test_the_run_card_reads_the_export_and_bundle_reports_there_at_call_time(tiny_e5_run,
+                                                                               tmp_path):
+    run = _copy(tiny_e5_run, tmp_path / "tiny")
+    assert "not exported yet" in model_card.write_run_card(run).read_text(encoding="utf-8")
+    paths.atomic_write_text(run.export_report_path, json.dumps(_export_report(run.metrics())))
+    run.bundle_dir.mkdir()
+    paths.atomic_write_text(run.bundle_dir / REPORT, json.dumps(
+        {"total_bytes": 27_400_000, "max_length": 48, "breakdown_bytes": {"model": 13_200_000},
+         "scores": {"agreement": 99.0, "macro_f1_delta": -0.3, "eval_size": 21}, "gates": []}))
+    text = model_card.write_run_card(run).read_text(encoding="utf-8")  # what export would call
+    assert "not exported yet" not in text and "not built yet" not in text
+    for fact in ("ONNX INT8 weight-only (shipped INT8)", "weight-only INT8 agrees with FP32",
+                 "Browser bundle: 27.4 MB in all", "INT8 drift (bundle): 1.00%"):
+        assert fact in text, fact
+    assert {"onnx", "int8"} <= set(_header(text)["tags"])

@@ -97,3 +97,19 @@ def test_export_page_runs_an_export_job_and_shows_artifacts(run_in_workspace):
                                        "onnx_int8_dynamic", "onnx_int8_weightonly"]
     at2 = page("4_Demo.py")
     assert "ONNX INT8" in next(m for m in at2.multiselect if m.label == "Runtimes").options
+
+
+def test_train_page_shows_the_model_card_or_says_there_is_none(run_in_workspace):
+    at = page("3_Train.py")
+    (card,) = [e for e in at.expander if e.label == "Model card"]
+    text = "\n".join(m.value for m in card.markdown)
+    for section in ("## Labels", "Per class (test split)", "## INT8 and browser parity",
+                    "## Limitations"):
+        assert section in text, section
+    assert "---" not in text.splitlines()[0] and len(card.image) == 1  # no YAML; the matrix
+    assert [d.label for d in card.get("download_button")] == ["Download README.md"]
+    (run_in_workspace / "model" / "README.md").unlink()
+    at = page("3_Train.py")
+    (card,) = [e for e in at.expander if e.label == "Model card"]
+    assert any("has no model card" in i.value for i in card.info) and not card.markdown
+    assert not card.get("download_button")

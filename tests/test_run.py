@@ -112,8 +112,8 @@ def test_int8_gate_fails_the_export_and_keeps_the_previous_one(tiny_e5_run, tmp_
                                            allow_int8_drift=True))
     shipped = run.onnx("int8").read_bytes()
     report = run.export_report()
-    monkeypatch.setattr(quantize, "dynamic_int8", _doctored_int8)
-    monkeypatch.setattr(quantize, "weight_only_int8", _doctored_int8)
+    for method in ("integer_int8", "dynamic_int8", "weight_only_int8"):
+        monkeypatch.setattr(quantize, method, _doctored_int8)
     with pytest.raises(GateError, match="previous export is kept.*agreeing with FP32"):
         export.run(export.ExportConfig(model=str(run.root), openvino=False))
     assert run.onnx("int8").read_bytes() == shipped and run.export_report() == report

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import cli, jobs, paths, web_export
 from core.labels import DEFAULT_LABEL_NAMES
+from core.run import RunFolder
 
 PAGE = str(paths.REPO_ROOT / "pages" / "7_Web_Bundle.py")
 needs_npm = pytest.mark.skipif(bool(web_export.missing_vendor_files()),
@@ -99,8 +100,10 @@ def test_build_button_starts_the_cli_job_then_shows_size_zip_and_preview(run_in_
 
     at = open_page()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Bundle"] == f"{result.total_mb:.1f} MB"
-    assert metrics["Model (INT8 ONNX)"] == f"{result.model_mb:.1f} MB"
+    # from the report's exact bytes (result.*_mb are already rounded to 2 decimals)
+    report = RunFolder.of(bundle).bundle_report(bundle)
+    assert metrics["Bundle"] == f"{report['total_bytes'] / 1e6:.1f} MB"
+    assert metrics["Model (INT8 ONNX)"] == f"{report['breakdown_bytes']['model'] / 1e6:.1f} MB"
     assert "Zip" in metrics and any("Within the targets" in s.value for s in at.success)
     parts = at.dataframe[0].value
     assert list(parts["part"]) == ["model", "onnxruntime-web", "tokenizer", "page", "other"]
@@ -130,3 +133,46 @@ def test_build_runs_as_a_real_background_job(run_in_workspace):
     assert status.result["total_mb"] > 0
     at = open_page()
     assert [d.label for d in at.get("download_button")] == ["Download bundle (zip)"]
+
+
+@needs_npm
+def test_the_bundle_readme_is_its_model_card_and_the_page_shows_it(run_in_workspace):
+    import json
+    import re
+
+    import yaml  # pinned in requirements.lock (pyyaml)
+
+    from core import model_card
+
+    result = web_export.run(web_export.WebExportConfig(model=str(run_in_workspace), examples=2,
+                                                       allow_int8_drift=True))
+    bundle = run_in_workspace / "bundle"
+    text = (bundle / "README.md").read_text(encoding="utf-8")
+    header, body = model_card.split_front_matter(text)
+    meta = yaml.safe_load(header)
+    assert meta["language"] == ["ko"] and meta["pipeline_tag"] == "text-classification"
+    assert meta["license"] and meta["metrics"] == ["accuracy", "f1"] and meta["sdk"] == "static"
+    assert meta["library_name"] == "transformers.js" and "transformers.js" in meta["tags"]
+    template = (web_export.TEMPLATE_DIR / "README.md").read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"```js\n(import \{ pipeline.*?)```", template, re.S)
+    assert len(snippet.splitlines()) == 3 and snippet in body
+    assert "Texts longer than the model's maximum length are cut to it" in body
+    assert "drops the final `</s>`" in body and "Per class (test split)" in body
+    # The report's files, breakdown and total include the card as written.
+    report = json.loads((bundle / web_export.REPORT).read_text(encoding="utf-8"))
+    files = web_export.file_sizes(bundle)
+    assert report["files"] == {k: v for k, v in files.items() if k != web_export.REPORT}
+    assert report["files"]["README.md"] == len(text.encode()) and "confusion_matrix.svg" in files
+    assert report["total_bytes"] == sum(report["breakdown_bytes"].values())
+    assert result.total_mb == round(report["total_bytes"] / 1e6, 2)
+    assert f"{report['total_bytes'] / 1e6:.1f} MB in all" in body
+
+    at = open_page()
+    (card,) = [e for e in at.expander if e.label.startswith("Model card")]
+    shown = "\n".join(m.value for m in card.markdown)
+    assert "## INT8 and browser parity" in shown and "Browser bundle:" in shown
+    assert len(card.image) == 1 and not card.info
+    shutil.copyfile(web_export.TEMPLATE_DIR / "README.md", bundle / "README.md")  # an old bundle
+    at = open_page()
+    (card,) = [e for e in at.expander if e.label.startswith("Model card")]
+    assert any("not a model card" in i.value for i in card.info) and not card.markdown

@@ -93,6 +93,9 @@ def test_bundle_layout_facts_and_size_breakdown(built):
     # Exactly the three onnxruntime-web files the wasm page loads, nothing else from dist/.
     assert {f.split("/")[-1] for f in files if f.startswith("vendor/ort/")} == ORT_FILES
     assert list((bundle / "onnx").iterdir()) == [bundle / "onnx" / "model_quantized.onnx"]
+    # One INT8 file: the bundle ships the export's file byte for byte (no browser-only copy).
+    assert (bundle / "onnx" / "model_quantized.onnx").read_bytes() == \
+        (run / "onnx" / "model_quantized.onnx").read_bytes()
 
     facts = json.loads((bundle / "model_facts.json").read_text("utf-8"))
     config = json.loads((run / "model" / "config.json").read_text("utf-8"))

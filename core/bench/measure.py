@@ -140,7 +140,9 @@ def add_ratios(rows: list[dict], runtimes: list[dict]) -> None:
         row["mem_ratio_vs_pytorch"] = rt["mem_ratio_vs_pytorch"]
 
 
-def _cpu_info() -> tuple[str, list[str]]:
+def cpu_info() -> dict:
+    """The CPU's model name and which of ``CPU_FLAGS`` it has: INT8 kernels (and so speed and
+    even labels) depend on them, so every measurement records them."""
     model, flags = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -153,7 +155,7 @@ def _cpu_info() -> tuple[str, list[str]]:
                     flags = [flag for flag in CPU_FLAGS if flag in present]
     except OSError:
         pass
-    return model, flags
+    return {"model": model, "flags": flags}
 
 
 def _gpus() -> list[str]:
@@ -175,14 +177,14 @@ def _gpus() -> list[str]:
 def machine(threads: int) -> dict:
     import psutil
 
-    model, flags = _cpu_info()
+    cpu = cpu_info()
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return {"cpu": model, "cpu_flags": flags, "logical_cores": os.cpu_count(),
+    return {"cpu": cpu["model"], "cpu_flags": cpu["flags"], "logical_cores": os.cpu_count(),
             "physical_cores": psutil.cpu_count(logical=False), "threads": threads,
             "memory_gb": round(psutil.virtual_memory().total / 1e9, 1), "gpus": _gpus(),
             "load_avg": [round(x, 2) for x in os.getloadavg()],
