@@ -38,7 +38,7 @@ def integer_int8(src: Path, dst: Path, batches) -> dict:
     (``quant_recipes.per_token_int8``: SmoothQuant 0.5 on the Q/K/V and FFN-up inputs, 7-bit
     per-channel GPTQ weights, per-row int8 embeddings; measured against the alternatives in
     bench/results/int8_recipes.md). A sentence's labels do not depend on what else is in its
-    batch, and the integers are the same on every x86 CPU. ``src``: the fused graph;
+    batch, and no integer product saturates on AVX2 kernels. ``src``: the fused graph;
     ``batches``: calibration feeds (quant_recipes.encode_batches). Returns what was done."""
     from core import quant_recipes as qr
 

@@ -159,9 +159,11 @@ class RunFolder:
         return self.root / "onnx"
 
     def onnx(self, kind: str = "int8") -> Path:
-        """fp32 | optimized | int8 (the shipped INT8) | int8-dynamic | int8-weightonly."""
+        """fp32 | optimized | int8 (the shipped INT8) | int8-integer | int8-dynamic |
+        int8-weightonly."""
         files = {"fp32": "model.onnx", "optimized": "model_optimized.onnx",
-                 "int8": "model_quantized.onnx", "int8-dynamic": "model_int8_dynamic.onnx",
+                 "int8": "model_quantized.onnx", "int8-integer": "model_int8_integer.onnx",
+                 "int8-dynamic": "model_int8_dynamic.onnx",
                  "int8-weightonly": "model_int8_weightonly.onnx"}
         return self.onnx_dir / files[kind]
 

@@ -94,7 +94,10 @@ def test_export_page_runs_an_export_job_and_shows_artifacts(run_in_workspace):
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert list(table["artifact"]) == ["pytorch_fp32", "onnx_fp32", "onnx_fp32_optimized",
-                                       "onnx_int8_dynamic", "onnx_int8_weightonly"]
+                                       "onnx_int8_integer", "onnx_int8_dynamic",
+                                       "onnx_int8_weightonly"]
+    assert any(h.value == "INT8 sensitivity per node" for h in at.subheader)
+    assert any("Gates measured on" in c.value for c in at.caption)
     at2 = page("4_Demo.py")
     assert "ONNX INT8" in next(m for m in at2.multiselect if m.label == "Runtimes").options
 

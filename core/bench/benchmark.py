@@ -48,6 +48,8 @@ RUNTIMES = {s.key: s for s in [
     RowSpec("ort-opt", "ONNX Runtime optimized", "fp32", "onnx:optimized",
             "onnxruntime"),
     RowSpec("ort-int8", "ONNX Runtime", "int8", "onnx:int8", "onnxruntime"),
+    RowSpec("ort-int8-integer", "ONNX Runtime per-token integer", "int8", "onnx:int8-integer",
+            "onnxruntime"),
     RowSpec("ort-int8-dynamic", "ONNX Runtime dynamic", "int8", "onnx:int8-dynamic",
             "onnxruntime"),
     RowSpec("openvino", "OpenVINO", "fp32", "openvino:fp32", "openvino", "cpu",
