@@ -56,7 +56,7 @@ class ExportConfig:
             raise ConfigError(f"export: opset {self.opset} is not supported; use 14-20 (e.g. 17)")
         if self.calibration_size < 1 or self.sensitivity_size < 1:
             raise ConfigError("export: calibration_size and sensitivity_size must be >= 1 "
-                              "(e.g. 300 and 128)")
+                              "(e.g. 300 and 64)")
         if not self.atol > 0:
             raise ConfigError("export: atol must be > 0, e.g. 1e-4")
         if self.int8_method not in INT8_METHODS:

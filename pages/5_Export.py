@@ -11,7 +11,7 @@ from pages.common import guard, job_panel, page, pick_run, start_job
 guard("export")  # demo mode: refused here
 page("Export")
 st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
-           "optimizer, three INT8 methods (integer matmuls with outlier handling, plain dynamic, "
+           "optimizer, three INT8 methods (integer matmuls with per-token scales, plain dynamic, "
            "weight-only) and OpenVINO NNCF INT8. The export checks "
            f"itself: FP32 must match PyTorch within {gates.PARITY_ATOL:g}; INT8 must agree with "
            f"FP32 on ≥ {gates.MIN_AGREEMENT:g}% of validation labels and lose at most "
