@@ -41,20 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from core import quant_recipes as qr  # noqa: E402
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx_vnni")
-
 
 def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    flags = set()
-    model = ""
-    for line in text.splitlines():
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-        if line.startswith("model name") and not model:
-            model = line.split(":", 1)[1].strip()
-    return {"model": model, "flags": [f for f in FLAGS if f in flags],
-            "logical_cores": os.cpu_count(), "load_avg": list(os.getloadavg()),
+    """core.bench.measure's CPU model and flags, plus what this run's numbers depend on."""
+    from core.bench.measure import cpu_info as flags
+
+    return {**flags(), "logical_cores": os.cpu_count(), "load_avg": list(os.getloadavg()),
             "python": platform.python_version()}
 
 
