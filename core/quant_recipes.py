@@ -1088,13 +1088,6 @@ def _per_token_quant(b: _Builder, x: str) -> tuple[str, str]:
     return q, scale
 
 
-def _replace_output(node, b: _Builder) -> str:
-    """Give ``node`` a fresh output name and return its old one (for the node replacing it)."""
-    out = node.output[0]
-    node.output[0] = b.name("dead")
-    return out
-
-
 def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                    roles: Iterable[str] = ("attn_out", "ffn_up", "ffn_down"),
                    gptq: bool = True, embeddings: bool = True, attention: str = "per_token",
@@ -1137,7 +1130,8 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                  if (n["op_type"] == "MatMul" and n["role"] in roles)
                  or (embeddings and n["op_type"] == "Gather")
                  or (attention == "per_token" and n["op_type"] == "Attention")]
-        nodes = [n for n in nodes if n["name"] not in set(keep)]
+        keep = set(keep)
+        nodes = [n for n in nodes if n["name"] not in keep]
         hs = (input_hessians(model, batches, [n["activation"] for n in nodes if n["activation"]],
                              threads) if gptq else {})
         inits = {i.name: i for i in model.graph.initializer}
@@ -1150,14 +1144,14 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
             node = by_name[n["name"]]
             w = numpy_helper.to_array(inits[n["weight"]]).astype(np.float32)
             if n["op_type"] == "Gather":  # per-row int8 table
-                amax = np.abs(w).max(axis=1, keepdims=True)
+                amax = np.abs(w).max(axis=1, keepdims=True)  # one scale per row, float32
                 scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
                 q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
                 ids = node.input[1]
                 rows = b.op("Cast", [b.op("Gather", [b.const(q, "emb_q"), ids])],
                             to=onnx.TensorProto.FLOAT)
                 row_scale = b.op("Gather", [b.const(scale, "emb_scale"), ids])
-                out = _replace_output(node, b)
+                out = node.output[0]  # the node itself is dropped below
                 b.nodes.append(onnx.helper.make_node("Mul", [rows, row_scale], [out],
                                                      name=b.name("emb_dq")))
                 done["gather"] += 1
@@ -1174,8 +1168,8 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                 _attention_after_projection(b, node, b.op("Mul", [y, xs], "qkv"), w.shape[0])
                 done["attention"] += 1
                 continue
-            out = _replace_output(node, b)
-            b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [out], name=b.name("tok_dq")))
+            b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [node.output[0]],
+                                                 name=b.name("tok_dq")))
             done["matmul"] += 1
         dead = {n["name"] for n in nodes}
         kept = [nd for nd in model.graph.node if nd.name not in dead]
@@ -1212,9 +1206,9 @@ def _attention_after_projection(b: _Builder, node, qkv: str, hidden: int) -> Non
     b.nodes.append(onnx.helper.make_node("Split", [qkv, split], [q, k, v], axis=-1,
                                          name=b.name("qkv_split_op")))
     mask = node.input[3] if len(node.input) > 3 else ""
-    out = _replace_output(node, b)
-    b.nodes.append(onnx.helper.make_node(
-        "MultiHeadAttention", [q, k, v, node.input[2], mask], [out], domain="com.microsoft",
+    b.nodes.append(onnx.helper.make_node(  # replaces ``node``, which per_token_int8 drops
+        "MultiHeadAttention", [q, k, v, node.input[2], mask], [node.output[0]],
+        domain="com.microsoft",
         num_heads=attrs["num_heads"], name=b.name("mha")))
 
 
