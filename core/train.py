@@ -60,6 +60,13 @@ class TrainConfig:
     eval_batch_size: int = 64  # batch size for validation/test
     log_every: int = 10  # progress event every N steps
     num_threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
+    # Recipe levers (bench/train_levers.py measures each against the default with several seeds):
+    init_seed: int | None = None  # head initialisation and batch order; None = seed. Varying it
+    # with the split fixed (seed) measures how much a result moves from run to run alone.
+    label_smoothing: float = 0.0  # training loss only; validation/test loss is plain cross-entropy
+    layer_decay: float = 1.0  # layer-wise lr decay: the head keeps learning_rate, the top encoder
+    # layer gets lr x decay, each one below another x decay (1.0 = one rate for all)
+    reinit_top: int = 0  # re-initialise the top N encoder layers before training (N <= layers - K)
 
     def __post_init__(self):
         checks = [
@@ -77,6 +84,9 @@ class TrainConfig:
              "test_frac must be in [0, 1) and val_frac + test_frac < 1"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.num_threads >= 0, "num_threads must be >= 0 (0 = torch's default)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1), e.g. 0.1"),
+            (0 < self.layer_decay <= 1, "layer_decay must be in (0, 1], e.g. 0.8 (1 = off)"),
+            (self.reinit_top >= 0, "reinit_top must be >= 0 (0 = keep every pretrained layer)"),
             (bool(str(self.base).strip()), f"base must name a model, e.g. {BUNDLED_DEFAULT}"),
         ]
         for ok, message in checks:
@@ -85,6 +95,9 @@ class TrainConfig:
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else paths.runs_dir() / "default"
+
+    def init_rng_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
 
 
 @dataclass
@@ -228,14 +241,19 @@ class Trainer:
                 cache[i] = hidden[j, :n].clone()
         return hidden
 
-    def _forward(self, batch: dict, part: str, model=None):
+    def _forward(self, batch: dict, part: str, model=None, smoothing: float = 0.0):
+        """(logits, mean cross-entropy loss) for a batch; ``smoothing`` only while training."""
+        from torch.nn import functional
+
         hidden = self._hidden(batch, part)
         if hidden is None:
             keys = ("input_ids", "attention_mask", "token_type_ids")
             inputs = {k: batch[k] for k in keys if k in batch}
         else:
             inputs = {"inputs_embeds": hidden, "attention_mask": batch["attention_mask"]}
-        return (model or self.model)(**inputs, labels=batch["labels"])
+        logits = (model or self.model)(**inputs).logits
+        return logits, functional.cross_entropy(logits, batch["labels"],
+                                                label_smoothing=smoothing)
 
     def evaluate(self, part: str) -> dict:
         """Metrics on a whole split. Every process scores all of it with the unwrapped model (no
@@ -248,27 +266,45 @@ class Trainer:
         with torch.no_grad():
             for batch in self.loaders[part]:
                 batch = {k: v.to(self.acc.device) for k, v in batch.items()}
-                out = self._forward(batch, part, model)
-                preds += out.logits.argmax(-1).tolist()
+                logits, loss = self._forward(batch, part, model)
+                preds += logits.argmax(-1).tolist()
                 golds += batch["labels"].tolist()
-                loss_sum += float(out.loss) * len(batch["labels"])
+                loss_sum += float(loss) * len(batch["labels"])
                 count += len(batch["labels"])
         metrics = classification_metrics(golds, preds, self.labels)
         metrics["loss"] = loss_sum / max(count, 1)
         return metrics
 
+    def _param_groups(self) -> list[dict]:
+        """AdamW groups: no weight decay on biases/LayerNorm; with ``layer_decay`` < 1 each
+        encoder layer's rate shrinks with its depth below the top (the head keeps the full rate;
+        embeddings, when trained, sit below layer 0)."""
+        cfg = self.config
+        base = self.model.base_model
+        layers = list(base.encoder.layer)  # the trainable ones (the prefix holds the rest)
+        depth = {}  # parameter id -> layers below the head
+        for i, layer in enumerate(layers):
+            for p in layer.parameters():
+                depth[id(p)] = len(layers) - i
+        for p in base.embeddings.parameters():
+            depth[id(p)] = len(layers) + 1
+        no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa
+        groups: dict[tuple, dict] = {}
+        for n, p in self.named:
+            scale = cfg.layer_decay ** depth.get(id(p), 0)
+            wd = 0.0 if no_decay(n) else cfg.weight_decay
+            groups.setdefault((scale, wd), {"params": [], "weight_decay": wd,
+                                            "lr": cfg.learning_rate * scale})["params"].append(p)
+        return list(groups.values())
+
     def _setup(self) -> None:
-        """AdamW (no decay on biases/LayerNorm), accelerate.prepare, linear warm-up/decay."""
+        """AdamW, accelerate.prepare, linear warm-up/decay."""
         import torch
         from transformers import get_linear_schedule_with_warmup
 
         cfg, acc = self.config, self.acc
         self.named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa
-        groups = [{"params": [p for n, p in self.named if not no_decay(n)],
-                   "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in self.named if no_decay(n)], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate)
         # The loaders stay ours: every process reads every global batch and computes its own
         # slice of it (_my_slice); evaluation runs whole on every process.
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
@@ -296,7 +332,7 @@ class Trainer:
         seen, loss_sum, window = 0, 0.0, (time.perf_counter(), 0)
         for full_batch in self.loaders["train"]:
             batch, weight = self._my_slice(full_batch)
-            loss = self._forward(batch, "train").loss
+            loss = self._forward(batch, "train", smoothing=cfg.label_smoothing)[1]
             self.acc.backward(loss * weight)
             self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
             self.optimizer.step()
@@ -363,6 +399,22 @@ class Trainer:
         tokenizer.model_max_length = self.config.max_length  # predict/export truncate the same way
         tokenizer.save_pretrained(model_dir)
         _tidy_tokenizer_config(model_dir / "tokenizer_config.json")
+
+
+def _reinit_top(model, prefix: FrozenPrefix, n: int) -> None:
+    """Draw the top ``n`` encoder layers afresh (the model's own initialiser): their pretrained
+    weights are tuned to the pretraining objective, not to this task."""
+    if not n:
+        return
+    layers = model.base_model.encoder.layer  # without the frozen prefix's layers
+    if n > len(layers):
+        raise ConfigError(f"train: reinit_top {n} is more than the {len(layers)} trainable "
+                          f"layers (freeze_below {prefix.k} of {prefix.num_layers}); lower it")
+    for layer in layers[len(layers) - n:]:
+        for module in layer.modules():
+            for param in module.parameters(recurse=False):
+                param._is_hf_initialized = False  # transformers skips loaded weights otherwise
+            model._init_weights(module)
 
 
 def _tidy_tokenizer_config(path: Path) -> None:
@@ -462,14 +514,16 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
     # batch_size stays the global batch however many processes share it (Trainer._my_slice).
     _join_processes()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    set_seed(config.seed)  # before loading: the new classifier head is randomly initialised
+    set_seed(config.init_rng_seed())  # before loading: the new head is randomly initialised
     model, tokenizer, _ = load_for_classification(config.base, labels, on_progress=emit)
     prefix = FrozenPrefix(model, config.freeze_below)
+    _reinit_top(model, prefix, config.reinit_top)
     label_ids = {label: i for i, label in enumerate(labels)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = {part: _encode(tokenizer, getattr(split, part), label_ids, config.max_length)
            for part in ("train", "val", "test")}
-    loaders = {"train": _loader(enc["train"], config.batch_size, pad_id, True, config.seed),
+    loaders = {"train": _loader(enc["train"], config.batch_size, pad_id, True,
+                                config.init_rng_seed()),
                "val": _loader(enc["val"], config.eval_batch_size, pad_id, False, config.seed),
                "test": _loader(enc["test"], config.eval_batch_size, pad_id, False, config.seed)}
     emit({"kind": "setup", "message": f"freeze below {prefix.k} of {prefix.num_layers} layers",

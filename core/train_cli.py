@@ -34,6 +34,15 @@ def register(subparsers) -> None:
     train.add_argument("--val-frac", type=float, default=None)
     train.add_argument("--test-frac", type=float, default=None)
     train.add_argument("--labels", help="comma-separated label order (default: labels present)")
+    train.add_argument("--init-seed", type=int, default=None,
+                       help="seed of the head's initialisation and the batch order only "
+                            "(default: --seed); the split stays --seed's")
+    train.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
+                       help="label smoothing of the training loss (default 0)")
+    train.add_argument("--layer-decay", type=float, default=None, metavar="D",
+                       help="layer-wise learning-rate decay per layer below the head (default 1)")
+    train.add_argument("--reinit-top", type=int, default=None, metavar="N",
+                       help="re-initialise the top N encoder layers before training (default 0)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: one per core; 1 helps on a busy machine)")
     train.add_argument("--no-cache", dest="cache_frozen", action="store_false", default=None,
@@ -62,7 +71,9 @@ _FIELDS = {"data": "data", "base": "base", "freeze_below": "freeze_below", "epoc
            "lr": "learning_rate", "batch_size": "batch_size", "max_length": "max_length",
            "patience": "patience", "seed": "seed", "val_frac": "val_frac",
            "test_frac": "test_frac", "out": "out_dir", "threads": "num_threads",
-           "cache_frozen": "cache_frozen", "use_saved_split": "use_saved_split"}
+           "cache_frozen": "cache_frozen", "use_saved_split": "use_saved_split",
+           "init_seed": "init_seed", "label_smoothing": "label_smoothing",
+           "layer_decay": "layer_decay", "reinit_top": "reinit_top"}
 
 
 def train_config_from_args(args: argparse.Namespace):

@@ -228,3 +228,57 @@ def test_predict_cli_same_labels_from_run_onnx_and_openvino(tiny_e5_run, tmp_pat
         preds[model] = [(r["pred"], round(max(r["probs"].values()), 3))
                         for r in result["predictions"]]
     assert len(set(map(tuple, preds.values()))) == 1, preds
+
+
+def test_lever_options_are_checked():
+    with pytest.raises(ConfigError, match="label_smoothing must be in"):
+        TrainConfig(label_smoothing=1.0)
+    with pytest.raises(ConfigError, match="layer_decay must be in"):
+        TrainConfig(layer_decay=0)
+    with pytest.raises(ConfigError, match="reinit_top must be >= 0"):
+        TrainConfig(reinit_top=-1)
+
+
+def test_layer_decay_gives_each_layer_its_rate(tiny_e5_dir):
+    from core.freeze import FrozenPrefix
+    from core.models.registry import load_for_classification
+    from core.train import Trainer
+
+    model, _, _ = load_for_classification(str(tiny_e5_dir), ["a", "b"])
+    FrozenPrefix(model, 0)  # every layer trains: embeddings, 2 layers, head
+    trainer = Trainer.__new__(Trainer)
+    trainer.model, trainer.config = model, TrainConfig(learning_rate=1e-3, layer_decay=0.5)
+    trainer.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    rate = {id(p): g["lr"] for g in trainer._param_groups() for p in g["params"]}
+    assert sum(len(g["params"]) for g in trainer._param_groups()) == len(trainer.named)
+    base = model.base_model
+    top, below = base.encoder.layer[1], base.encoder.layer[0]
+    for module, want in ((model.classifier, 1e-3), (top, 5e-4), (below, 2.5e-4),
+                         (base.embeddings, 1.25e-4)):
+        assert [rate[id(p)] for p in module.parameters()] == pytest.approx(
+            [want] * len(list(module.parameters())))
+
+
+def test_init_seed_keeps_the_split_and_reinit_and_smoothing_change_training(
+        tiny_e5_dir, small_dataset, tmp_path):
+    kw = dict(epochs=2)
+    plain = run(_config(tiny_e5_dir, small_dataset, tmp_path / "plain", **kw))
+    other = run(_config(tiny_e5_dir, small_dataset, tmp_path / "other", init_seed=99, **kw))
+    assert other.split_sizes == plain.split_sizes
+    assert other.val["count"] == plain.val["count"]
+    assert [h["train_loss"] for h in other.history] != [h["train_loss"] for h in plain.history]
+    still = dict(epochs=1, learning_rate=1e-9)  # weights stay (to float precision) as loaded
+    start = run(_config(tiny_e5_dir, small_dataset, tmp_path / "start", **still))
+    smooth = run(_config(tiny_e5_dir, small_dataset, tmp_path / "smooth", label_smoothing=0.2,
+                         **still))
+    # the training loss is smoothed, the validation loss stays plain cross-entropy
+    assert smooth.history[0]["train_loss"] != pytest.approx(start.history[0]["train_loss"])
+    assert smooth.history[0]["val_loss"] == pytest.approx(start.history[0]["val_loss"])
+    reinit = run(_config(tiny_e5_dir, small_dataset, tmp_path / "reinit", reinit_top=1, **still))
+    w_re, w_start = _weights(reinit.model_dir), _weights(start.model_dir)
+    top = [k for k in w_start if ".layer.1." in k and k.endswith("dense.weight")]
+    low = [k for k in w_start if ".layer.0." in k]
+    assert top and all(not torch.allclose(w_re[k], w_start[k]) for k in top)
+    assert all(torch.equal(w_re[k], w_start[k]) for k in low)  # frozen layer 0 untouched
+    with pytest.raises(ConfigError, match="reinit_top 2 is more than the 1 trainable"):
+        run(_config(tiny_e5_dir, small_dataset, tmp_path / "bad", reinit_top=2))
