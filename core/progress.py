@@ -98,3 +98,37 @@ class CliProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def eta_seconds(events: list[dict], now: float | None = None, window_s: float = 90.0
+                ) -> float | None:
+    """Seconds left for a job, from its progress events (``done``/``total`` and write ``time``).
+
+    The rate is taken over the last ``window_s`` seconds of progress (at least two events of the
+    same total), so a slow start (a training run's first, uncached epoch; a model download) does
+    not skew the estimate once the job runs at its steady speed. None until a rate is known."""
+    points = [(e["time"], float(e["done"]), float(e["total"])) for e in events
+              if e.get("type", "progress") == "progress" and isinstance(e.get("time"), (int, float))
+              and isinstance(e.get("done"), (int, float)) and isinstance(e.get("total"), (int, float))
+              and e["total"] > 0]
+    if not points:
+        return None
+    total = points[-1][2]
+    points = [p for p in points if p[2] == total]  # one bar: a stage that restarts its count
+    last_t, last_done, _ = points[-1]
+    recent = [p for p in points if p[0] >= last_t - window_s]
+    first_t, first_done, _ = recent[0] if len(recent) > 1 else points[0]
+    if last_t <= first_t or last_done <= first_done:
+        return None
+    rate = (last_done - first_done) / (last_t - first_t)
+    since = max((time.time() if now is None else now) - last_t, 0.0)
+    return max((total - last_done) / rate - since, 0.0)
+
+
+def format_eta(seconds: float | None) -> str:
+    """'about 4 min left', 'about 40 s left', '' when unknown."""
+    if seconds is None:
+        return ""
+    if seconds >= 90:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {max(5, round(seconds / 5) * 5)} s left"

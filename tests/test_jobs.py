@@ -99,3 +99,23 @@ def test_cancel_after_the_job_finished_keeps_its_result():
     assert wait(job).state == "done"
     job.cancel()
     assert job.status().state == "done"
+
+
+def test_eta_follows_the_recent_rate_not_the_slow_start():
+    from core.progress import eta_seconds, format_eta
+
+    def ev(t, done, total=200):
+        return {"type": "progress", "time": t, "done": done, "total": total}
+
+    assert eta_seconds([]) is None
+    assert eta_seconds([ev(0, 5)], now=1) is None  # one point: no rate yet
+    # a model download (its own total), a slow first epoch (10 steps in 100 s), then 1 step/s
+    # for 100 steps: 90 steps left at the steady rate, less the 10 s since the last event
+    events = [ev(0, 1, total=9999), ev(1, 9999, total=9999), {"type": "progress", "message": "x"}]
+    events += [ev(10 + 10 * i, i) for i in range(1, 11)]
+    events += [ev(110 + i, 10 + i) for i in range(1, 101)]
+    assert eta_seconds(events, now=220) == pytest.approx(90 - 10)
+    assert eta_seconds(events, now=500) == 0.0
+    assert format_eta(None) == "" and format_eta(40) == "about 40 s left"
+    assert format_eta(250) == "about 4 min left"
+

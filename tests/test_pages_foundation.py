@@ -125,3 +125,21 @@ def test_second_launch_never_retrains_over_a_run_trained_from_the_cli(monkeypatc
     assert started == [] and jobs.list_jobs() == []
     assert (default / "model" / "model.safetensors").read_bytes() == weights
     assert any("1 trained runs" in m.value for m in at.markdown)
+
+
+def test_home_page_shows_the_time_left_of_the_default_run(monkeypatch):
+    import time
+
+    from core import jobs
+
+    monkeypatch.setenv("STUDIO_AUTOBUILD", "1")
+    job = jobs.start("train:default", SelftestConfig(steps=400, delay=0.05))
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(job.status().events) < 20:
+            time.sleep(0.2)
+        at = run("streamlit_app.py")
+        texts = [str(getattr(el, "proto", "")) for el in at.main]
+        assert any("left" in t and "/400" in t for t in texts), texts
+    finally:
+        job.cancel()

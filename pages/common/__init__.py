@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import demo, jobs, paths
 from core.errors import StudioError
+from core.progress import eta_seconds, format_eta
 from core.run import RunFolder, list_runs
 
 
@@ -191,7 +192,9 @@ def _render_status(job: jobs.Job, chart_fields: tuple[str, ...]) -> jobs.JobStat
     p = status.progress or {}
     if p.get("total"):
         frac = min(max(float(p.get("done", 0)) / float(p["total"]), 0.0), 1.0)
-        st.progress(frac, text=f"{p.get('message', '')} ({p.get('done')}/{p['total']})")
+        left = format_eta(eta_seconds(status.events)) if status.state == "running" else ""
+        st.progress(frac, text=f"{p.get('message', '')} ({p.get('done')}/{p['total']}"
+                               f"{', ' + left if left else ''})")
     elif status.state == "running":
         st.progress(0.0, text="starting…")
     if chart_fields:
