@@ -34,6 +34,15 @@ c7, c8, c9 = st.columns(3)
 max_length = c7.number_input("Max tokens", 8, 512, defaults.max_length)
 seed = c8.number_input("Seed", 0, 2**31 - 1, defaults.seed)
 name = c9.text_input("Run name", "default" if base == BUNDLED_DEFAULT else "run-1")
+with st.expander("Advanced recipe (levers measured in bench/results/train_levers.md)"):
+    a1, a2, a3 = st.columns(3)
+    smoothing = a1.number_input("Label smoothing", 0.0, 0.5, defaults.label_smoothing, step=0.05,
+                                help="of the training loss; validation loss stays plain")
+    layer_decay = a2.number_input("Layer-wise lr decay", 0.1, 1.0, defaults.layer_decay, step=0.05,
+                                  help="each trained layer below the head gets this factor more "
+                                       "(1 = one learning rate for all)")
+    reinit = a3.number_input("Re-initialise top layers", 0, 48, defaults.reinit_top,
+                             help="draw the top N encoder layers afresh (N <= layers - K)")
 
 key = f"train:{name.strip()}"
 if data.saved_split_params(datasets[dataset]):
@@ -46,6 +55,8 @@ def train_config() -> TrainConfig:
     return TrainConfig(data=str(datasets[dataset]), base=base, freeze_below=int(freeze),
                        epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
                        max_length=int(max_length), seed=int(seed),
+                       label_smoothing=float(smoothing), layer_decay=float(layer_decay),
+                       reinit_top=int(reinit),
                        out_dir=str(paths.runs_dir() / run_name))
 
 

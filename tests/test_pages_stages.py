@@ -1,5 +1,6 @@
 """Train, Demo and Export pages under AppTest, driving real background jobs on a tiny model."""
 
+import json
 import shutil
 import time
 
@@ -57,10 +58,13 @@ def test_train_page_trains_a_run_in_the_background(workspace, tiny_e5_dir, seven
     next(n for n in at.number_input if n.label == "Max epochs").set_value(1).run()
     next(n for n in at.number_input if n.label == "Freeze layers below K").set_value(1).run()
     next(t for t in at.text_input if t.label == "Run name").set_value("pagerun").run()
+    next(n for n in at.number_input if n.label == "Label smoothing").set_value(0.1).run()
     button(at, "Start training").click().run()
     assert not at.exception, at.exception
     status = wait_for("train:pagerun")
     assert status.state == "done", status.error
+    metrics = json.loads((workspace / "runs" / "pagerun" / "metrics.json").read_text("utf-8"))
+    assert metrics["config"]["label_smoothing"] == pytest.approx(0.1)
     at.run()
     assert not at.exception, at.exception
     assert list(at.dataframe[0].value["run"]) == ["pagerun"]
