@@ -188,8 +188,14 @@ def _training(f: dict) -> str:
                           f"{c.get('warmup_ratio')} and decay, weight decay "
                           f"{c.get('weight_decay')}"],
             ["batch size", c.get("batch_size")], ["max_length", f"{f['max_length']} tokens"],
-            ["seed", c.get("seed")],
+            ["seed", c.get("seed") if c.get("init_seed") is None
+             else f"{c.get('seed')} (split), {c.get('init_seed')} (initialisation, batch order)"],
             ["training time", f"{seconds:.0f} s ({seconds / 60:.1f} min)"]]
+    levers = [f"{name} {c[key]}" for key, name, off in (
+        ("label_smoothing", "label smoothing", 0.0), ("layer_decay", "layer-wise lr decay", 1.0),
+        ("reinit_top", "top layers re-initialised:", 0)) if c.get(key, off) != off]
+    if levers:
+        rows.insert(-2, ["recipe levers", ", ".join(levers)])
     return "## Training data and recipe\n\n" + _table(["", ""], rows)
 
 

@@ -199,3 +199,14 @@ def test_the_run_card_reads_the_export_and_bundle_reports_there_at_call_time(tin
                  "Browser bundle: 27.4 MB in all", "INT8 drift (bundle): 1.00%"):
         assert fact in text, fact
     assert {"onnx", "int8"} <= set(_header(text)["tags"])
+
+
+def test_the_card_names_recipe_levers_only_when_a_run_used_them(tiny_e5_run, tmp_path):
+    assert "recipe levers" not in model_card.run_card(RunFolder(tiny_e5_run))
+    run = _copy(tiny_e5_run, tmp_path / "levers")
+    metrics = json.loads((run.root / "metrics.json").read_text(encoding="utf-8"))
+    metrics["config"].update(label_smoothing=0.1, reinit_top=1, init_seed=14)
+    (run.root / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    text = model_card.run_card(run)
+    assert "| recipe levers | label smoothing 0.1, top layers re-initialised: 1 |" in text
+    assert "14 (initialisation, batch order)" in text
