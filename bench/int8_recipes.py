@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import quant_recipes as qr  # noqa: E402
+from core.bench.measure import write_results  # noqa: E402
 
 
 def cpu_info() -> dict:
@@ -555,11 +556,7 @@ def main() -> int:
               | {"top": [r["name"] for r in proxy["nodes"][:20]]},
               "seconds": round(time.perf_counter() - t_start, 1),
               "load_avg_end": list(os.getloadavg())}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False),
-                                        encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    write_results(args.out, result, markdown(result))
     print(markdown(result))
     return 0
 

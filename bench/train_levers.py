@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from core.bench.measure import cpu_info  # noqa: E402
+from core.bench.measure import cpu_info, write_results  # noqa: E402
 from train_speed import one_run  # noqa: E402
 
 SETTINGS = {  # name -> (train flags, what it changes)
@@ -105,7 +105,6 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true", help="keep runs already in the JSON")
     args = parser.parse_args()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     old = (json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
            if args.resume and out.with_suffix(".json").exists() else {"runs": []})
     result = {"command": shlex.join([".venv/bin/python", *sys.argv]), "cpu": cpu_info(),
@@ -123,9 +122,7 @@ def main() -> int:
                 run = {"setting": name, "init_seed": seed, **one_run(True, flags)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
-                out.with_suffix(".json").write_text(json.dumps(result, indent=2),
-                                                    encoding="utf-8")
-                out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+                write_results(out, result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.bench.measure import cpu_info  # noqa: E402
+from core.bench.measure import cpu_info, write_results  # noqa: E402
 
 TARGET_S = 300.0
 
@@ -87,10 +87,7 @@ def main() -> int:
         result["runs"].append(one_run(cached, args.extra))
         print(json.dumps(result["runs"][-1]), flush=True)
     result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    write_results(args.out, result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -189,3 +189,15 @@ def machine(threads: int) -> dict:
             "memory_gb": round(psutil.virtual_memory().total / 1e9, 1), "gpus": _gpus(),
             "load_avg": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "os": platform.platform(), "packages": versions}
+
+
+def write_results(out: str | Path, result: dict, markdown: str) -> None:
+    """A benchmark script's result as ``OUT.json`` and its table as ``OUT.md``."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False),
+                                        encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown, encoding="utf-8")
