@@ -6,7 +6,7 @@ with `--no-cache`, one after the other in this one process, and reports for each
 the whole command, `train_seconds` and the per-epoch seconds from its metrics.json, validation
 and test macro-F1. Issue #12's target: the default run in at most 5 minutes on a 2-core CPU.
 
-    .venv/bin/python bench/train_speed.py [--only cached|uncached] [-- extra train flags]
+    .venv/bin/python bench/train_speed.py [--only cached|uncached] [--keep DIR] [-- train flags]
 
 Writes bench/results/train_speed.json and .md with the CPU flags and the command line.
 """
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,9 @@ from core.bench.measure import cpu_info, write_results  # noqa: E402
 TARGET_S = 300.0
 
 
-def one_run(cached: bool, extra: list[str]) -> dict:
+def one_run(cached: bool, extra: list[str], keep: str | None = None) -> dict:
+    """One timed `python -m core train`; ``keep``: copy its run folder there afterwards (so the
+    measured run can be the one the app, export and benchmark then use)."""
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "core", "train", "--out", str(out), *extra]
@@ -46,6 +49,9 @@ def one_run(cached: bool, extra: list[str]) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"train failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        if keep:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(out, keep)
     epochs = m["epoch_seconds"]
     return {"cached": cached, "command": shlex.join(cmd[1:]), "wall_s": round(wall, 1),
             "train_seconds": m["train_seconds"], "epoch_seconds": epochs,
@@ -77,6 +83,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["cached", "uncached"])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed"))
+    parser.add_argument("--keep", metavar="DIR",
+                        help="copy the cached run's folder here, e.g. workspace/runs/default")
     parser.add_argument("extra", nargs="*", help="flags passed on to `python -m core train`")
     args = parser.parse_args()
     result = {"command": shlex.join([".venv/bin/python", *sys.argv]), "cpu": cpu_info(),
@@ -84,7 +92,7 @@ def main() -> int:
     for cached in (True, False):
         if args.only and args.only != ("cached" if cached else "uncached"):
             continue
-        result["runs"].append(one_run(cached, args.extra))
+        result["runs"].append(one_run(cached, args.extra, args.keep if cached else None))
         print(json.dumps(result["runs"][-1]), flush=True)
     result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_results(args.out, result, markdown(result))

@@ -163,8 +163,10 @@ class Job:
             return False
         try:
             proc = psutil.Process(pid)
-            # A reused pid belongs to another process: compare start times.
-            if created is not None and abs(proc.create_time() - created) > 1.0:
+            # A reused pid belongs to another process: compare start times (both read by psutil
+            # from the kernel's start tick, so one process always gives the same value; another
+            # one started even a tenth of a second apart is told apart).
+            if created is not None and abs(proc.create_time() - created) > 0.05:
                 return False
             if proc.status() == psutil.STATUS_ZOMBIE:
                 try:  # reap our own child so it does not linger

@@ -77,8 +77,13 @@ class CliProgress:
         self._bar = None
 
     def __call__(self, event: dict) -> None:
+        # The bar is drawn (and flushed) before the event is logged, so whoever sees the event
+        # also finds the bar in the job's output.log, even if the process dies right after.
+        self._draw(event)
         if self.log is not None:
             self.log.write("progress", **event)
+
+    def _draw(self, event: dict) -> None:
         total, done = event.get("total"), event.get("done")
         if total is None or done is None:
             return
