@@ -40,6 +40,8 @@ SETTINGS = {  # name -> (train flags, what it changes)
     "k8": (["--freeze-below", "8"], "freeze below 8 (4 trained layers: faster)"),
     "k4": (["--freeze-below", "4"], "freeze below 4 (8 trained layers: slower)"),
     "lr1e-4": (["--lr", "1e-4"], "peak learning rate 1e-4"),
+    "e6": (["--epochs", "6"], "6 epochs instead of 8 (same schedule shape: faster)"),
+    "k8e6": (["--freeze-below", "8", "--epochs", "6"], "freeze below 8 and 6 epochs (fastest)"),
 }
 
 

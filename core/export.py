@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import gates, model_card, paths
+from core import gates, model_card, paths, qat
 from core.bench.measure import cpu_info
 from core.errors import ConfigError, GateError, ParityError, RunError
 from core.progress import ProgressFn
@@ -106,6 +106,8 @@ class _Context:
         self.max_length = config.max_length or self.run.max_length
         self.torch_rt = load(self.model_dir, max_length=self.max_length)
         self.texts, self.gold, self.calib = _eval_records(config, self.run, self.torch_rt.labels)
+        model_config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+        self.on_grid = qat.is_int8_aware(model_config)  # trained INT8-aware: keep its grids
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
         self.ref = self.fp32_logits = self.sensitivity = None
@@ -232,7 +234,7 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
         unfused, qr.encode_batches(ctx.model_dir, sens_texts, max_length=ctx.max_length))
     makers = {
         "integer": ("onnx_int8_integer", "onnx/model_int8_integer.onnx",
-                    lambda dst: quantize.integer_int8(fused, dst, batches)),
+                    lambda dst: quantize.integer_int8(fused, dst, batches, ctx.on_grid)),
         "dynamic": ("onnx_int8_dynamic", "onnx/model_int8_dynamic.onnx",
                     lambda dst: quantize.dynamic_int8(fused, dst, cfg.per_channel,
                                                       cfg.reduce_range)),

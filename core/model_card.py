@@ -194,6 +194,9 @@ def _training(f: dict) -> str:
     levers = [f"{name} {c[key]}" for key, name, off in (
         ("label_smoothing", "label smoothing", 0.0), ("layer_decay", "layer-wise lr decay", 1.0),
         ("reinit_top", "top layers re-initialised:", 0)) if c.get(key, off) != off]
+    if c.get("int8_aware"):
+        levers.append("INT8-aware (weights on the integer INT8 grids, activations rounded per "
+                      "token; validation and test scored that way)")
     if levers:
         rows.insert(-2, ["recipe levers", ", ".join(levers)])
     return "## Training data and recipe\n\n" + _table(["", ""], rows)

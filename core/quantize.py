@@ -33,16 +33,20 @@ def dynamic_int8(src: Path, dst: Path, per_channel: bool = False,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8)
 
 
-def integer_int8(src: Path, dst: Path, batches) -> dict:
+def integer_int8(src: Path, dst: Path, batches, on_grid: bool = False) -> dict:
     """The export's first choice: integer matrix multiplies with one activation scale per token
     (``quant_recipes.per_token_int8``: SmoothQuant 0.5 on the Q/K/V and FFN-up inputs, 7-bit
     per-channel GPTQ weights, per-row int8 embeddings; measured against the alternatives in
     bench/results/int8_recipes.md). A sentence's labels do not depend on what else is in its
     batch, and no integer product saturates on AVX2 kernels. ``src``: the fused graph;
-    ``batches``: calibration feeds (quant_recipes.encode_batches). Returns what was done."""
+    ``batches``: calibration feeds (quant_recipes.encode_batches). ``on_grid``: the model was
+    trained INT8-aware (core/qat.py), its weights already on the recipe's grids: no SmoothQuant,
+    which would rescale them off it, so the file computes with the model's own weights. Returns
+    what was done."""
     from core import quant_recipes as qr
 
-    return qr.per_token_int8(src, dst, batches, **qr.DEFAULT_PER_TOKEN)
+    recipe = {**qr.DEFAULT_PER_TOKEN, **({"smooth_alpha": None} if on_grid else {})}
+    return qr.per_token_int8(src, dst, batches, **recipe)
 
 
 def weight_only_int8(src: Path, dst: Path, block_size: int = 64) -> None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core import data, paths
+from core import data, paths, qat
 from core.data import SPLIT_SEED, TEST_FRAC, VAL_FRAC
 from core.errors import ConfigError
 from core.models.registry import BUNDLED_DEFAULT
@@ -67,6 +67,9 @@ class TrainConfig:
     layer_decay: float = 1.0  # layer-wise lr decay: the head keeps learning_rate, the top encoder
     # layer gets lr x decay, each one below another x decay (1.0 = one rate for all)
     reinit_top: int = 0  # re-initialise the top N encoder layers before training (N <= layers - K)
+    int8_aware: bool = False  # compute as the export's integer INT8 graph does (core/qat.py): the
+    # weights end on its grids, activations are rounded per token; validation/test then score
+    # that simulation, the model the INT8 file will be
 
     def __post_init__(self):
         checks = [
@@ -304,7 +307,9 @@ class Trainer:
 
         cfg, acc = self.config, self.acc
         self.named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate)
+        # fused: one kernel over all tensors (measured: 7 ms a step instead of 43 ms for the 9M
+        # trained parameters of the default run on a 2-core CPU; same update up to rounding)
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate, fused=True)
         # The loaders stay ours: every process reads every global batch and computes its own
         # slice of it (_my_slice); evaluation runs whole on every process.
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
@@ -516,6 +521,7 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(config.init_rng_seed())  # before loading: the new head is randomly initialised
     model, tokenizer, _ = load_for_classification(config.base, labels, on_progress=emit)
+    int8 = qat.Int8Aware(model, config.freeze_below) if config.int8_aware else None
     prefix = FrozenPrefix(model, config.freeze_below)
     _reinit_top(model, prefix, config.reinit_top)
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -532,6 +538,8 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
           "split": split.sizes()})
     trainer = Trainer(accelerator, model, prefix, loaders, config, labels, emit)
     outcome = trainer.fit()
+    if int8 is not None:
+        int8.finish()  # the best epoch's weights onto the INT8 grids; plain forwards again
     run_dir = config.run_dir()
     result = TrainResult(
         run_dir=str(run_dir), model_dir=str(run_dir / "model"), labels=labels,

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                        help="layer-wise learning-rate decay per layer below the head (default 1)")
     train.add_argument("--reinit-top", type=int, default=None, metavar="N",
                        help="re-initialise the top N encoder layers before training (default 0)")
+    train.add_argument("--int8-aware", action="store_true", default=None,
+                       help="train as the INT8 export computes (weights on its grids, "
+                            "activations rounded per token): the INT8 file then follows the model")
     train.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: one per core; 1 helps on a busy machine)")
     train.add_argument("--no-cache", dest="cache_frozen", action="store_false", default=None,
@@ -73,7 +76,8 @@ _FIELDS = {"data": "data", "base": "base", "freeze_below": "freeze_below", "epoc
            "test_frac": "test_frac", "out": "out_dir", "threads": "num_threads",
            "cache_frozen": "cache_frozen", "use_saved_split": "use_saved_split",
            "init_seed": "init_seed", "label_smoothing": "label_smoothing",
-           "layer_decay": "layer_decay", "reinit_top": "reinit_top"}
+           "layer_decay": "layer_decay", "reinit_top": "reinit_top",
+           "int8_aware": "int8_aware"}
 
 
 def train_config_from_args(args: argparse.Namespace):

@@ -43,6 +43,9 @@ with st.expander("Advanced recipe (levers measured in bench/results/train_levers
                                        "(1 = one learning rate for all)")
     reinit = a3.number_input("Re-initialise top layers", 0, 48, defaults.reinit_top,
                              help="draw the top N encoder layers afresh (N <= layers - K)")
+    int8_aware = st.checkbox("INT8-aware training", defaults.int8_aware,
+                             help="train as the integer INT8 export computes: its weights are "
+                                  "the model's own and the model learns to carry the rounding")
 
 key = f"train:{name.strip()}"
 if data.saved_split_params(datasets[dataset]):
@@ -56,7 +59,7 @@ def train_config() -> TrainConfig:
                        epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
                        max_length=int(max_length), seed=int(seed),
                        label_smoothing=float(smoothing), layer_decay=float(layer_decay),
-                       reinit_top=int(reinit),
+                       reinit_top=int(reinit), int8_aware=bool(int8_aware),
                        out_dir=str(paths.runs_dir() / run_name))
 
 

@@ -1,0 +1,110 @@
+"""INT8-aware training: the encoder computes as the export's integer INT8 graph will.
+
+The export's integer recipe (``quant_recipes.per_token_int8``) quantizes every encoder Linear's
+input per token (symmetric int8, scale = row max / 127) and its weight per output channel on the
+7-bit grid (:data:`quant_recipes.W7`), and the embedding tables per row (int8). With
+``TrainConfig.int8_aware`` the training run does the same in PyTorch:
+
+* the frozen prefix's weights (embeddings included) are *baked* onto those grids once, so the
+  saved model holds exactly the weights the INT8 file holds (re-quantizing an on-grid weight
+  gives it back: no weight rounding error is left for the export), and its Linears quantize their
+  inputs per token, so the cached prefix outputs are the quantized prefix's;
+* the trained layers see fake-quantized weights and inputs (straight-through estimator: the
+  rounding is skipped in the backward pass), and are baked onto the grid at the end.
+
+What is left between the saved FP32 model and its INT8 file is the activation rounding, which
+the trained layers learned to carry. The saved config.json records :data:`MARKER` so the export
+keeps the grid (no SmoothQuant rescaling, which would move the weights off it).
+"""
+
+from __future__ import annotations
+
+import types
+
+MARKER = "studio_int8_aware"  # model config key: weights on the integer recipe's grids
+ACT_QMAX = 127  # per-token activations: int8 symmetric
+EMB_QMAX = 127  # embedding rows: int8 symmetric
+
+
+def weight_qmax() -> int:
+    from core.quant_recipes import W7
+
+    return W7
+
+
+def fake_quant_tokens(x):
+    """``x`` [..., K] rounded to int8 with one symmetric scale per row, as the INT8 graph does
+    (scale = max(row max |x| x 1/127, 1e-12)); gradients pass straight through."""
+    import torch
+
+    inv = torch.tensor(1.0 / ACT_QMAX, dtype=x.dtype, device=x.device)
+    scale = torch.clamp(x.detach().abs().amax(-1, keepdim=True) * inv, min=1e-12)
+    return x + (torch.round(x.detach() / scale) * scale - x.detach())
+
+
+def quantized_rows(w, qmax: int):
+    """``w`` [rows, K] on a symmetric grid with one scale per row (rows = a Linear's output
+    channels, or an embedding table's entries): the values the INT8 file will compute with."""
+    import torch
+
+    amax = w.detach().abs().amax(1, keepdim=True)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    return torch.clamp(torch.round(w.detach() / scale), -qmax, qmax) * scale
+
+
+def _forward(self, x):  # bound to an nn.Linear: fake-quantized input and weight
+    from torch.nn import functional
+
+    w = self.weight  # a frozen (baked) weight is on the grid already
+    wq = w + (quantized_rows(w, weight_qmax()) - w.detach()) if w.requires_grad else w
+    return functional.linear(fake_quant_tokens(x), wq, self.bias)
+
+
+def encoder_linears(layers) -> list:
+    """Every nn.Linear inside these encoder layers (Q/K/V, attention output, FFN up and down):
+    the MatMuls the integer recipe quantizes. The classifier head stays FP32, as there."""
+    from torch import nn
+
+    return [m for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
+
+
+def embedding_tables(model) -> list:
+    from torch import nn
+
+    return [m for m in model.base_model.embeddings.modules() if isinstance(m, nn.Embedding)]
+
+
+def bake(linears, tables=()) -> None:
+    """Put weights onto the INT8 grids in place (Linear per output channel 7-bit, embedding
+    tables per row int8)."""
+    import torch
+
+    with torch.no_grad():
+        for m in linears:
+            m.weight.copy_(quantized_rows(m.weight, weight_qmax()))
+        for t in tables:
+            t.weight.copy_(quantized_rows(t.weight, EMB_QMAX))
+
+
+class Int8Aware:
+    """Switches a whole classification model (before core.freeze.FrozenPrefix splits it) to
+    INT8-aware computation: the embeddings and layers below ``freeze_below`` are baked now, every
+    encoder Linear fake-quantizes. :meth:`finish` (after training) bakes the trained weights,
+    restores the plain forwards and marks the model's config."""
+
+    def __init__(self, model, freeze_below: int):
+        self.model, layers = model, list(model.base_model.encoder.layer)
+        self.linears, self.tables = encoder_linears(layers), embedding_tables(model)
+        bake(encoder_linears(layers[:freeze_below]), self.tables if freeze_below else ())
+        for m in self.linears:
+            m.forward = types.MethodType(_forward, m)
+
+    def finish(self) -> None:
+        bake(self.linears, self.tables)  # the frozen ones are on the grid already: unchanged
+        for m in self.linears:
+            del m.forward  # back to nn.Linear.forward
+        setattr(self.model.config, MARKER, True)
+
+
+def is_int8_aware(model_config: dict) -> bool:
+    return bool(model_config.get(MARKER))
