@@ -260,7 +260,9 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
               f"sentences (ΔF1 {chosen.metrics['macro_f1_delta']:+.2f}); {others}")
     return {"method": method, "file": "onnx/model_quantized.onnx", "reason": reason,
             "artifact": chosen.name, "gates": chosen.gates, "passed": not chosen.warnings,
-            "not_chosen": [a.name for m, a in arts.items() if m != method]}
+            "not_chosen": [a.name for m, a in arts.items() if m != method],
+            # trained INT8-aware: the integer file keeps the model's own on-grid weights
+            "int8_aware_model": ctx.on_grid}
 
 
 def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:

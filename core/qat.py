@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import types
 
+from core.errors import ConfigError
+
 MARKER = "studio_int8_aware"  # model config key: weights on the integer recipe's grids
 ACT_QMAX = 127  # per-token activations: int8 symmetric
 EMB_QMAX = 127  # embedding rows: int8 symmetric
@@ -93,7 +95,11 @@ class Int8Aware:
     restores the plain forwards and marks the model's config."""
 
     def __init__(self, model, freeze_below: int):
-        self.model, layers = model, list(model.base_model.encoder.layer)
+        layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+        if layers is None or not hasattr(model.base_model, "embeddings"):
+            raise ConfigError(f"train: int8_aware needs a BERT-style encoder (embeddings + "
+                              f"encoder.layer); {type(model).__name__} is not: train without it")
+        self.model, layers = model, list(layers)
         self.linears, self.tables = encoder_linears(layers), embedding_tables(model)
         bake(encoder_linears(layers[:freeze_below]), self.tables if freeze_below else ())
         for m in self.linears:

@@ -42,7 +42,9 @@ class TrainConfig:
     base: str = BUNDLED_DEFAULT  # bundled name, Hugging Face hub id or local model folder
     out_dir: str | None = None  # run folder; None = workspace/runs/default
     freeze_below: int = DEFAULT_FREEZE_BELOW  # freeze embeddings + layers below K (0 = none)
-    epochs: int = 8  # maximum epochs (early stopping may end sooner)
+    epochs: int = 5  # maximum epochs (early stopping may end sooner). 5, not 8: same validation
+    # macro-F1 (0.806 over 2 seeds) in 265 s instead of 368 s on a 2-core AVX2 CPU
+    # (bench/results/train_levers_avx2.md)
     learning_rate: float = 2e-4  # AdamW peak learning rate
     batch_size: int = 16  # training examples per step (all processes together)
     max_length: int = 64  # tokens per text, truncated; the seed texts are 1-58 characters
@@ -307,8 +309,8 @@ class Trainer:
 
         cfg, acc = self.config, self.acc
         self.named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        # fused: one kernel over all tensors (measured: 7 ms a step instead of 43 ms for the 9M
-        # trained parameters of the default run on a 2-core CPU; same update up to rounding)
+        # fused: one kernel over all tensors instead of a loop over them (same update up to
+        # rounding; bench/train_profile.py times the step both ways)
         optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate, fused=True)
         # The loaders stay ours: every process reads every global batch and computes its own
         # slice of it (_my_slice); evaluation runs whole on every process.

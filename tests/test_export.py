@@ -46,6 +46,7 @@ def test_artifacts_report_and_gates(e5_export):
     shipped = (out / "onnx" / "model_quantized.onnx").read_bytes()
     assert shipped == (out / "onnx" / f"model_int8_{chosen.replace('-', '')}.onnx").read_bytes()
     assert "agrees with FP32" in report["int8"]["reason"]
+    assert report["int8"]["int8_aware_model"] is False  # trained plainly: SmoothQuant applies
     assert art["openvino_fp32"]["metrics"]["max_abs_diff"] <= 1e-3
     assert report["eval_size"] > 0 and report["config"]["opset"] == 17
     assert report["fused_ops"].get("Attention", 0) == 2  # both layers of the tiny model fused

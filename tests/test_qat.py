@@ -118,3 +118,15 @@ def test_int8_file_follows_the_model_as_trained(two_runs, tmp_path):
         assert trained.shape == int8.shape
         gaps[aware] = float(np.abs(int8 - trained).max())
     assert gaps[True] < 0.5 * gaps[False] and gaps[True] < 1e-3, gaps
+
+
+def test_int8_aware_refuses_a_model_it_cannot_follow():
+    from torch import nn
+
+    from core.errors import ConfigError
+
+    class NotAnEncoder(nn.Module):
+        base_model = nn.Linear(2, 2)
+
+    with pytest.raises(ConfigError, match="int8_aware needs a BERT-style encoder"):
+        qat.Int8Aware(NotAnEncoder(), 0)
