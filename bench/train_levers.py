@@ -32,9 +32,7 @@ from core.bench.measure import cpu_info, write_results  # noqa: E402
 from train_speed import one_run  # noqa: E402
 
 SETTINGS = {  # name -> (train flags, what it changes)
-    "baseline": ([], "the default recipe (K=7, lr 2e-4, 5 epochs, <s> pooling); results "
-                     "written before 2026-12-03 10:30 UTC had 8 epochs as the default"),
-    "e8": (["--epochs", "8"], "8 epochs (the default until 2026-12-03)"),
+    "baseline": ([], "the default recipe (K=7, lr 2e-4, 8 epochs, <s> pooling)"),
     "ls0.1": (["--label-smoothing", "0.1"], "label smoothing 0.1"),
     "llrd0.8": (["--layer-decay", "0.8"], "layer-wise lr decay 0.8 over the 5 trained layers"),
     "reinit1": (["--reinit-top", "1"], "top encoder layer re-initialised"),

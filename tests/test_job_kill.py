@@ -60,7 +60,7 @@ def good(tiny_e5_run, tmp_path_factory):
         # The previous export only has to be complete: calibrated INT8 takes ~20 s on this tiny
         # model, so that one file is made the dynamic way here (the jobs below run unchanged).
         mp.setattr(quantize, "integer_int8",
-                   lambda src, dst, batches: quantize.dynamic_int8(src, dst, False, False))
+                   lambda src, dst, batches, on_grid: quantize.dynamic_int8(src, dst, False, False))
         export.run(ExportConfig(model=str(root), openvino=False, allow_int8_drift=True,
                                 calibration_size=8, sensitivity_size=4))
         web_export.run(web_export.WebExportConfig(model=str(root), node_modules=str(vendor),
