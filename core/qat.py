@@ -22,16 +22,11 @@ from __future__ import annotations
 import types
 
 from core.errors import ConfigError
+from core.quant_recipes import W7  # the recipe's 7-bit weight grid [-63, 63]
 
 MARKER = "studio_int8_aware"  # model config key: weights on the integer recipe's grids
 ACT_QMAX = 127  # per-token activations: int8 symmetric
 EMB_QMAX = 127  # embedding rows: int8 symmetric
-
-
-def weight_qmax() -> int:
-    from core.quant_recipes import W7
-
-    return W7
 
 
 def fake_quant_tokens(x):
@@ -58,7 +53,7 @@ def _forward(self, x):  # bound to an nn.Linear: fake-quantized input and weight
     from torch.nn import functional
 
     w = self.weight  # a frozen (baked) weight is on the grid already
-    wq = w + (quantized_rows(w, weight_qmax()) - w.detach()) if w.requires_grad else w
+    wq = w + (quantized_rows(w, W7) - w.detach()) if w.requires_grad else w
     return functional.linear(fake_quant_tokens(x), wq, self.bias)
 
 
@@ -83,7 +78,7 @@ def bake(linears, tables=()) -> None:
 
     with torch.no_grad():
         for m in linears:
-            m.weight.copy_(quantized_rows(m.weight, weight_qmax()))
+            m.weight.copy_(quantized_rows(m.weight, W7))
         for t in tables:
             t.weight.copy_(quantized_rows(t.weight, EMB_QMAX))
 

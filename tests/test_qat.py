@@ -12,10 +12,7 @@ import pytest
 from core import qat
 from core import quant_recipes as qr
 
-TEXTS = ["오늘 정말 기분이 좋아", "시험에 합격해서 너무 기뻐요", "친구가 약속을 또 어겼어",
-         "내일 발표가 걱정돼서 잠이 안 와", "회의는 세 시에 시작합니다", "택배가 아직 안 왔어요",
-         "강아지가 보고 싶어서 눈물이 났다", "갑자기 이름을 불러서 깜짝 놀랐어", "ㅋㅋㅋ 진짜 웃기다",
-         "왜 나만 빼고 다 갔어?", "좋은 하루 보내세요 😊", "그 말 때문에 마음이 아팠어"]
+from test_quant_recipes import TEXTS  # the same 12 sentences
 
 
 def test_grids_are_idempotent_and_the_rounding_passes_gradients():
@@ -23,9 +20,9 @@ def test_grids_are_idempotent_and_the_rounding_passes_gradients():
 
     torch.manual_seed(0)
     w = torch.randn(16, 40) * torch.linspace(0.1, 3, 16)[:, None]
-    q = qat.quantized_rows(w, qat.weight_qmax())
-    assert torch.equal(qat.quantized_rows(q, qat.weight_qmax()), q)  # on the grid: unchanged
-    steps = q / (w.abs().amax(1, keepdim=True) / qat.weight_qmax())
+    q = qat.quantized_rows(w, qr.W7)
+    assert torch.equal(qat.quantized_rows(q, qr.W7), q)  # on the grid: unchanged
+    steps = q / (w.abs().amax(1, keepdim=True) / qr.W7)
     assert torch.allclose(steps, steps.round(), atol=1e-4) and steps.abs().max() <= qr.W7 + 1e-4
     x = (torch.randn(2, 5, 40) * 4).requires_grad_()
     y = qat.fake_quant_tokens(x)
