@@ -110,9 +110,18 @@ def candidate_specs() -> list[tuple[str, str, object]]:
     from core import quantize
 
     specs = [
-        ("weight_only_nbits", "today's shipped file: MatMulNBits 8-bit, block 64, accuracy_level 4 "
-         "(core.quantize.weight_only_int8, unfused source)",
-         lambda c, d: quantize.weight_only_int8(c.unfused, d)),
+        ("weight_only_nbits", "MatMulNBits 8-bit, block 64, accuracy_level 0 (dequantized inside "
+         "each call), per-tensor int8 embeddings, unfused source (the weight-only file until "
+         "2026-12-03)", lambda c, d: qr.nbits_weight_only(c.unfused, d)),
+    ]
+    for block, gptq in ((64, False), (64, True), (128, True), (0, True)):
+        grid = f"block {block}" if block else "per column"
+        specs.append((f"folded_{'gptq' if gptq else 'rtn'}_{block or 'col'}", "core.quant_recipes."
+                      f"folded_int8: int8 weights ({grid}, {'GPTQ' if gptq else 'round to nearest'})"
+                      " decoded by constant ops that ONNX Runtime folds at load, fused FP32 graph, "
+                      "per-row int8 embeddings", lambda c, d, b=block, g=gptq: qr.folded_int8(
+                          c.fused, d, c.calib if g else None, block_size=b)))
+    specs += [
         ("dynamic_fused", "quantize_dynamic QInt8 on the fused graph (core.quantize.dynamic_int8)",
          lambda c, d: quantize.dynamic_int8(c.fused, d)),
         ("dynamic_unfused", "quantize_dynamic QInt8 on the unfused graph",
@@ -180,6 +189,11 @@ def candidate_specs() -> list[tuple[str, str, object]]:
              "(50 MB: over the size limit)", {"attention": "fp32"})):
         specs.append((name, what, lambda c, d, kw=kw: qr.per_token_int8(c.fused, d, c.calib,
                                                                         **kw)))
+    for k in (4, 6, 8, 12):
+        specs.append((f"per_token_keep{k}_folded", f"per-token default, except the {k} most "
+                      "sensitive MatMuls (report), which keep float activations with folded "
+                      "GPTQ block-128 int8 weights", lambda c, d, k=k: _per_token_keep_folded(
+                          c, d, k)))
     specs.append(("outlier_aware_fused_rr_nogptq", "outlier_aware_int8, fused, 7-bit weights, "
                   "without GPTQ re-rounding", lambda c, d: qr.outlier_aware_int8(
                       c.fused, d, c.calib, gptq=False)))
@@ -189,6 +203,15 @@ def candidate_specs() -> list[tuple[str, str, object]]:
                       f"output {attn}", lambda c, d, a=(down, up, attn): qr.outlier_aware_int8(
                           c.fused, d, c.calib, split_down=a[0], split_up=a[1], split_attn=a[2])))
     return specs
+
+
+def _per_token_keep_folded(ctx: Context, dst: Path, k: int) -> dict:
+    tmp = dst.with_suffix(".keep.onnx")
+    keep = ctx.top(k, roles=("attn_out", "ffn_up", "ffn_down"))
+    info = qr.per_token_int8(ctx.fused, tmp, ctx.calib, keep=keep, **qr.DEFAULT_PER_TOKEN)
+    info["folded"] = qr.folded_int8(tmp, dst, ctx.calib, block_size=128)
+    tmp.unlink()
+    return {**info, "keep": keep}
 
 
 def _gptq_then(ctx: Context, dst: Path, src: Path, **dyn) -> dict:

@@ -734,6 +734,20 @@ def nbits_int8(src: PathLike, dst: PathLike, include: Iterable[str] | None = Non
     onnx.save(quantizer.model.model, str(dst))
 
 
+def nbits_weight_only(src: PathLike, dst: PathLike, block_size: int = 64) -> None:
+    """8-bit ``MatMulNBits`` (``accuracy_level=0``) for every MatMul and per-tensor int8
+    embedding tables (``quantize_dynamic`` on Gather), on the unfused graph (fused Attention
+    keeps FP32 weights): the export's weight-only file until 2026-12-03, kept for comparison
+    with :func:`folded_int8` in bench/int8_recipes.py."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gathered = Path(tmp) / "gather_int8.onnx"
+        quantize_dynamic(str(src), str(gathered), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Gather"])
+        nbits_int8(gathered, dst, block_size=block_size)
+
+
 def smoothing_groups(model, roles: Iterable[str] = ("qkv", "q", "k", "v", "attn_out", "ffn_up",
                                                      "ffn_down"),
                      layers: Iterable[int] | None = None) -> list[dict]:
@@ -920,8 +934,9 @@ def input_hessians(model, batches: Sequence[Feeds], tensors: Iterable[str],
 def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, damp: float = 0.01,
                act_order: bool = True, block: int = 128, qmax: int = 127) -> np.ndarray:
     """GPTQ (Frantar et al., arXiv 2210.17323) for one weight ``w`` [K in, N out] on a fixed
-    symmetric grid ``scale`` (per output column [N] or scalar): rows are rounded one input
-    channel at a time and the rounding error is pushed onto the rows not yet rounded, weighted
+    symmetric grid ``scale`` (per output column [N], per weight [K, N] for blocks, or scalar):
+    rows are rounded one input channel at a time and the rounding error is pushed onto the rows
+    not yet rounded, weighted
     by the inverse Hessian ``h`` (= X^T X of the layer's input), which minimises the layer's
     output error ||XW - XQ||, not the weight error. Returns int8 Q with the same grid, so
     ``Q * scale`` drops into quantize_dynamic's MatMulInteger/QAttention unchanged."""
@@ -932,18 +947,18 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, damp: float = 0.
     h[dead, dead] = 1.0
     w[dead, :] = 0.0
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k_dim)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), w.shape)[perm]  # one per weight
     w, h = w[perm], h[np.ix_(perm, perm)]
     h[np.diag_indices(k_dim)] += damp * float(np.mean(np.diag(h)))
     hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: H^-1 = U^T U
-    scale = np.broadcast_to(np.asarray(scale, np.float64), (w.shape[1],))
     q = np.zeros_like(w)
     for i1 in range(0, k_dim, block):
         i2 = min(i1 + block, k_dim)
         err = np.zeros((i2 - i1, w.shape[1]))
         for i in range(i1, i2):
             row = w[i]
-            q[i] = np.clip(np.round(row / scale), -qmax, qmax)
-            e = (row - q[i] * scale) / hinv[i, i]
+            q[i] = np.clip(np.round(row / scale[i]), -qmax, qmax)
+            e = (row - q[i] * scale[i]) / hinv[i, i]
             w[i + 1:i2] -= np.outer(hinv[i, i + 1:i2], e)
             err[i - i1] = e
         w[i2:] -= hinv[i1:i2, i2:].T @ err
@@ -1088,6 +1103,33 @@ def _per_token_quant(b: _Builder, x: str) -> tuple[str, str]:
     return q, scale
 
 
+def _int8_rows(b: _Builder, node, table: np.ndarray) -> None:
+    """Replace embedding lookup ``node`` (Gather of ``table`` [V, H]) by a lookup in an int8
+    table with one symmetric scale per row: Gather, Cast, Mul by the gathered scale (standard
+    ops, decoded per lookup, so the table stays int8 in memory). The caller drops ``node``."""
+    import onnx
+
+    amax = np.abs(table).max(axis=1, keepdims=True)  # one scale per row, float32
+    scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    ids = node.input[1]
+    rows = b.op("Cast", [b.op("Gather", [b.const(q, "emb_q"), ids])], to=onnx.TensorProto.FLOAT)
+    row_scale = b.op("Gather", [b.const(scale, "emb_scale"), ids])
+    b.nodes.append(onnx.helper.make_node("Mul", [rows, row_scale], [node.output[0]],
+                                         name=b.name("emb_dq")))
+
+
+def _replace_nodes(model, dead: set[str], new_nodes: list) -> None:
+    """Drop the nodes named in ``dead``, add ``new_nodes``, sort, and drop unused initializers."""
+    kept = [nd for nd in model.graph.node if nd.name not in dead]
+    model.graph.ClearField("node")
+    model.graph.node.extend(_toposort(kept + new_nodes))
+    used = {i for nd in model.graph.node for i in nd.input}
+    alive = [i for i in model.graph.initializer if i.name in used]
+    model.graph.ClearField("initializer")
+    model.graph.initializer.extend(alive)
+
+
 def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                    roles: Iterable[str] = ("attn_out", "ffn_up", "ffn_down"),
                    gptq: bool = True, embeddings: bool = True, attention: str = "per_token",
@@ -1144,16 +1186,7 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
             node = by_name[n["name"]]
             w = numpy_helper.to_array(inits[n["weight"]]).astype(np.float32)
             if n["op_type"] == "Gather":  # per-row int8 table
-                amax = np.abs(w).max(axis=1, keepdims=True)  # one scale per row, float32
-                scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
-                q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-                ids = node.input[1]
-                rows = b.op("Cast", [b.op("Gather", [b.const(q, "emb_q"), ids])],
-                            to=onnx.TensorProto.FLOAT)
-                row_scale = b.op("Gather", [b.const(scale, "emb_scale"), ids])
-                out = node.output[0]  # the node itself is dropped below
-                b.nodes.append(onnx.helper.make_node("Mul", [rows, row_scale], [out],
-                                                     name=b.name("emb_dq")))
+                _int8_rows(b, node, w)
                 done["gather"] += 1
                 continue
             x = n["activation"]
@@ -1171,14 +1204,7 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
             b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [node.output[0]],
                                                  name=b.name("tok_dq")))
             done["matmul"] += 1
-        dead = {n["name"] for n in nodes}
-        kept = [nd for nd in model.graph.node if nd.name not in dead]
-        model.graph.ClearField("node")
-        model.graph.node.extend(_toposort(kept + b.nodes))
-        used = {i for nd in model.graph.node for i in nd.input}
-        alive = [i for i in model.graph.initializer if i.name in used]
-        model.graph.ClearField("initializer")
-        model.graph.initializer.extend(alive)
+        _replace_nodes(model, {n["name"] for n in nodes}, b.nodes)
         staged = Path(tmp) / "per_token.onnx"
         onnx.save(model, str(staged))
         if attention == "qattention":
@@ -1191,6 +1217,67 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
             onnx.save(model, str(dst))
     return {**done, "attention_mode": attention, "gptq": gptq,
             "smooth_alpha": smooth_alpha, "smooth_roles": list(smooth_roles),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = None,
+                block_size: int = 64, embeddings: bool = True,
+                threads: int | None = None) -> dict:
+    """Weight-only INT8 that runs at the FP32 graph's speed, on the fused graph
+    (``model_optimized.onnx``).
+
+    Every MatMul / fused Attention weight [K, N] is stored as int8 with one symmetric scale per
+    ``block_size`` input rows of each output column (the grid of 8-bit ``MatMulNBits``; per
+    column when K is not a multiple), GPTQ-rounded against the calibration Hessian when
+    ``batches`` are given, and decoded by a chain of constant ops (Cast, Reshape, Mul, Reshape).
+    Runtimes fold constant chains into one float initializer when they load the file (ONNX
+    Runtime's and onnxruntime-web's constant folding), so the session then runs the optimized
+    FP32 graph, fused attention included, with the rounded weights: the file is INT8-sized, the
+    speed is FP32-optimized, memory is FP32-sized, and activations stay float, so the labels are
+    what weight rounding alone gives. ``MatMulNBits`` (:func:`nbits_int8`) computes the same
+    products but dequantizes inside every call, and on AVX2 that was slower than PyTorch
+    (bench/results/int8_recipes_avx2.md). No QDQ ``DequantizeLinear``: ONNX Runtime would fuse
+    it with the MatMul into ``MatMulNBits`` with integer activations unless a session option is
+    set. Embeddings (``embeddings``): per-row int8, decoded per lookup. The classifier head
+    stays FP32 (0.6 MB). Returns what was done."""
+    import onnx
+    from onnx import numpy_helper
+
+    t0 = time.perf_counter()
+    model = _load(src)
+    nodes = [n for n in quantizable_nodes(model)
+             if n["op_type"] in ("MatMul", "Attention") or (embeddings and n["op_type"] == "Gather")]
+    hs = (input_hessians(model, batches, [n["activation"] for n in nodes if n["activation"]],
+                         threads) if batches else {})
+    inits = {i.name: i for i in model.graph.initializer}
+    by_name = {n.name: n for n in model.graph.node}
+    b = _Builder(model)
+    done = {"weights": 0, "gather": 0, "blocked": 0}
+    for n in nodes:
+        node = by_name[n["name"]]
+        w = numpy_helper.to_array(inits[n["weight"]]).astype(np.float32)
+        if n["op_type"] == "Gather":
+            _int8_rows(b, node, w)
+            done["gather"] += 1
+            continue
+        k_dim, n_dim = w.shape
+        blk = block_size if block_size and k_dim % block_size == 0 else k_dim
+        amax = np.abs(w.reshape(k_dim // blk, blk, n_dim)).max(axis=1)  # [K/blk, N]
+        scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+        full = np.repeat(scale, blk, axis=0)  # [K, N]
+        h = hs.get(n["activation"])
+        q = (gptq_round(w, full, h) if h is not None
+             else np.clip(np.round(w / full), -127, 127).astype(np.int8))
+        blocks = b.op("Reshape", [b.op("Cast", [b.const(q, "wq")], to=onnx.TensorProto.FLOAT),
+                                  b.const(np.array([k_dim // blk, blk, n_dim], np.int64))])
+        decoded = b.op("Mul", [blocks, b.const(scale[:, None, :], "w_scale")])
+        weight = b.op("Reshape", [decoded, b.const(np.array([k_dim, n_dim], np.int64))], "w")
+        node.input[1] = weight
+        done["weights"] += 1
+        done["blocked"] += int(blk < k_dim)
+    _replace_nodes(model, {n["name"] for n in nodes if n["op_type"] == "Gather"}, b.nodes)
+    onnx.save(model, str(dst))
+    return {**done, "block_size": block_size, "gptq": bool(batches),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

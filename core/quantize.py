@@ -1,13 +1,13 @@
-"""INT8 for ONNX models: ONNX Runtime dynamic quantization and 8-bit weight-only quantization.
+"""INT8 for ONNX models: per-token integer, ONNX Runtime dynamic and 8-bit weight-only quantization.
 
 Dynamic quantization (the reference workflow's ``quantize_dynamic(..., QInt8)``) also quantizes
 each MatMul's *activations* to uint8 with one scale per tensor, at run time. On the fine-tuned
 e5-small-ko that costs 12 points of label agreement: the FFN down-projection inputs carry outlier
 channels, and no single layer can be left in FP32 to fix it (measured per layer; excluding all 12
 FFN-out MatMuls reached only 97.6% agreement). Weight-only INT8 keeps activations in float and
-stores weights as 8-bit blocks of 64 with their own scales (``MatMulNBits``), which agrees with
-FP32 on >99% of sentences at about the same size. See onnxruntime's quantization docs
-(onnxruntime.ai/docs/performance/model-optimizations/quantization.html) for both methods.
+stores weights as 8-bit blocks with their own scales, decoded once when the file is loaded,
+which agrees with FP32 on >99% of sentences at about the same size. See onnxruntime's
+quantization docs (onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
 """
 
 from __future__ import annotations
@@ -49,23 +49,14 @@ def integer_int8(src: Path, dst: Path, batches, on_grid: bool = False) -> dict:
     return qr.per_token_int8(src, dst, batches, **recipe)
 
 
-def weight_only_int8(src: Path, dst: Path, block_size: int = 64) -> None:
-    """8-bit weights for every MatMul (MatMulNBits) and the embedding table (Gather).
+def weight_only_int8(src: Path, dst: Path, batches, block_size: int = 128) -> dict:
+    """8-bit weights, float activations (``quant_recipes.folded_int8``): every MatMul/Attention
+    weight of the fused graph ``src`` as int8 blocks of ``block_size`` input rows per output
+    column, GPTQ-rounded on the calibration feeds ``batches``, decoded by constant ops that the
+    runtime folds when it loads the file (so it runs the optimized FP32 graph: FP32 speed, FP32
+    memory, INT8 file size); per-row int8 embeddings. Python and the browser compute the same
+    float graph. Block 128 instead of 64: 34.9 vs 35.6 MB, 99.69% vs 100% agreement on the
+    default run (bench/results/int8_recipes_amx.md). Returns what was done."""
+    from core import quant_recipes as qr
 
-    ``src`` should be the unfused graph: fused Attention nodes keep their weights in FP32.
-    ``accuracy_level=0``: the kernel dequantizes and computes in float, as onnxruntime-web's
-    wasm kernel does, so Python and the browser get the same labels from the same file (level 4
-    quantizes activations per block with ISA-dependent kernels: labels differed on 0.3% of the
-    seed set between Python and the browser, and the agreement moved with the CPU)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        gathered = Path(tmp) / "gather_int8.onnx"
-        quantize_dynamic(str(src), str(gathered), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["Gather"])  # weight-only for embedding lookups
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(gathered)), bits=8, block_size=block_size,
-                                         is_symmetric=True, accuracy_level=0)
-        quantizer.process()
-        onnx.save(quantizer.model.model, str(dst))
+    return qr.folded_int8(src, dst, batches, block_size=block_size)

@@ -136,3 +136,50 @@ def test_mixed_precision_keeps_nodes_as_nbits(tiny_graphs, tmp_path):
     ops = qr.op_counts(dst)
     assert ops.get("MatMulNBits") == len(keep)
     assert ops.get("MatMulInteger", 0) > 0 and ops.get("float_weight_matmul", 0) == 0
+
+
+def test_folded_int8_stores_int8_blocks_and_runs_the_fp32_graph(tiny_graphs, tmp_path):
+    """The weight-only file holds int8 blocks (one scale per 32 input rows of a column, within
+    half a step of the FP32 weight); ONNX Runtime folds their decoding when it loads the file, so
+    the graph it runs is the fused FP32 graph; GPTQ lowers the output error against rounding to
+    nearest; with the int8 embeddings the file is under half the FP32 size."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, _, fused, batches = tiny_graphs
+    rtn, gptq = tmp_path / "rtn.onnx", tmp_path / "gptq.onnx"
+    info = qr.folded_int8(fused, rtn, None, block_size=32, embeddings=False)
+    assert info["weights"] == 2 * 4 and info["blocked"] == info["weights"]  # QKV, out, up, down
+    stored = qr.op_counts(rtn, ops=None)
+    assert stored.get("float_weight_matmul") == 2  # the classifier head only, in the file
+    assert "MatMulNBits" not in stored and "MatMulInteger" not in stored
+    assert qr.runtime_op_counts(rtn, ops=None) == qr.runtime_op_counts(fused, ops=None)
+
+    model = onnx.load(str(rtn))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    originals = {n["name"]: numpy_helper.to_array(i) for n in qr.quantizable_nodes(fused)
+                 for i in onnx.load(str(fused)).graph.initializer if i.name == n["weight"]}
+    checked = 0
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Attention") or node.input[1] in inits:
+            continue
+        mul = producer[producer[node.input[1]].input[0]]  # Reshape <- Mul(blocks, scale)
+        scale = inits[mul.input[1]]  # [K/32, 1, N]
+        q = inits[producer[producer[mul.input[0]].input[0]].input[0]]  # Reshape <- Cast <- q
+        w = originals[node.name]
+        k, n = w.shape
+        assert q.dtype == np.int8 and q.shape == (k, n) and scale.shape == (k // 32, 1, n)
+        blocks = w.reshape(k // 32, 32, n)
+        np.testing.assert_allclose(scale, np.abs(blocks).max(axis=1, keepdims=True) / 127,
+                                   rtol=1e-6)
+        assert (np.abs(blocks - q.reshape(k // 32, 32, n) * scale) <= scale / 2 + 1e-7).all()
+        checked += 1
+    assert checked == info["weights"]
+
+    qr.folded_int8(fused, gptq, batches, block_size=32)
+    ref = qr.run_logits(fused, batches)
+    err_rtn = np.abs(qr.run_logits(rtn, batches) - ref).mean()
+    err_gptq = np.abs(qr.run_logits(gptq, batches) - ref).mean()
+    assert err_rtn < 0.05 and err_gptq < err_rtn
+    assert gptq.stat().st_size < 0.5 * fused.stat().st_size
