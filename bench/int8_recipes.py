@@ -329,8 +329,11 @@ def markdown(result: dict) -> str:
 
 
 def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1, report,
-                   threads: int, rounds: int, iters: int, warmup: int, ignored_k: int) -> dict:
-    """NNCF INT8 variants vs OpenVINO FP32 (INFERENCE_PRECISION_HINT f32), same process."""
+                   threads: int, rounds: int, iters: int, warmup: int, ignored_k: int,
+                   only: list[str] | None = None) -> dict:
+    """NNCF INT8 variants (``only``: those named) vs OpenVINO FP32 (INFERENCE_PRECISION_HINT
+    f32), same process; also INT8 weights with float activations (NNCF weight compression, and
+    the run's shipped ONNX INT8 file converted as it is)."""
     import nncf
     import openvino as ov
 
@@ -347,6 +350,15 @@ def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1,
     dataset = nncf.Dataset(calib_feeds)
     sq = nncf.AdvancedQuantizationParameters
     smooth = nncf.quantization.advanced_parameters.AdvancedSmoothQuantParameters
+    quantize = lambda **kw: nncf.quantize(  # noqa: E731
+        fp32, dataset, subset_size=len(calib_feeds), model_type=nncf.ModelType.TRANSFORMER, **kw)
+    folded = run / "onnx" / "model_quantized.onnx"
+    builders = {  # INT8 weights, float activations: no calibration
+        "ov_weights_int8_sym": lambda: nncf.compress_weights(
+            fp32, mode=nncf.CompressWeightsMode.INT8_SYM),
+        "ov_weights_int8_asym": lambda: nncf.compress_weights(
+            fp32, mode=nncf.CompressWeightsMode.INT8_ASYM),
+        "ov_from_shipped_onnx_int8": lambda: ov.convert_model(str(folded))}
     variants = {
         "ov_int8_default": {},  # what core.onnx_export.openvino_ir does (model_type TRANSFORMER)
         "ov_int8_mixed": {"preset": nncf.QuantizationPreset.MIXED},
@@ -361,11 +373,14 @@ def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1,
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
     ov.save_model(fp32, str(out_dir / "model.xml"), compress_to_fp16=False)
     compiled["ov_fp32"] = core.compile_model(fp32, "CPU", config)
-    for name, kw in variants.items():
+    builders.update({name: (lambda kw=kw: quantize(**kw)) for name, kw in variants.items()})
+    if only:
+        builders = {k: v for k, v in builders.items() if k in only}
+    for name, build in builders.items():
+        kw = variants.get(name, {})
         t0 = time.perf_counter()
         try:
-            q = nncf.quantize(fp32, dataset, subset_size=len(calib_feeds),
-                              model_type=nncf.ModelType.TRANSFORMER, **kw)
+            q = build()
         except Exception as exc:
             rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -440,6 +455,7 @@ def main() -> int:
                         choices=["ort", "openvino"])
     parser.add_argument("--ov-ignore", type=int, default=8,
                         help="OpenVINO: leave the top-k nodes of the report out of INT8")
+    parser.add_argument("--ov-only", nargs="+", help="OpenVINO variants to build (default: all)")
     parser.add_argument("--keep", action="store_true", help="reuse candidate files already built")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "int8_recipes"))
     args = parser.parse_args()
@@ -564,7 +580,7 @@ def main() -> int:
         print("OpenVINO NNCF variants ...", flush=True)
         ov_result = openvino_stage(run, model_dir, one_by_one(tok, calib_texts), singles, gold,
                                    ref1, report, args.threads, args.rounds, args.iters,
-                                   args.warmup, args.ov_ignore)
+                                   args.warmup, args.ov_ignore, args.ov_only)
     result = {"run": str(run), "command": " ".join(shlex.quote(a) for a in
                                                    [".venv/bin/python", *sys.argv]),
               "cpu": cpu, "versions": versions(), "threads": args.threads,
