@@ -328,9 +328,18 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _folded_unfused(run: Path, batches) -> Path:
+    """folded_int8 with one GPTQ-rounded scale per column on the unfused graph (OpenVINO cannot
+    read ORT's fused ops): Cast -> Mul before each MatMul, the pattern OpenVINO keeps as
+    compressed int8 weights."""
+    dst = run / "int8_recipes" / "openvino" / "folded_gptq_col.onnx"
+    qr.folded_int8(run / "onnx" / "model.onnx", dst, batches, block_size=0)
+    return dst
+
+
 def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1, report,
                    threads: int, rounds: int, iters: int, warmup: int, ignored_k: int,
-                   only: list[str] | None = None) -> dict:
+                   only: list[str] | None = None, calib_batches=None) -> dict:
     """NNCF INT8 variants (``only``: those named) vs OpenVINO FP32 (INFERENCE_PRECISION_HINT
     f32), same process; also INT8 weights with float activations (NNCF weight compression, and
     the run's shipped ONNX INT8 file converted as it is)."""
@@ -358,7 +367,8 @@ def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1,
             fp32, mode=nncf.CompressWeightsMode.INT8_SYM),
         "ov_weights_int8_asym": lambda: nncf.compress_weights(
             fp32, mode=nncf.CompressWeightsMode.INT8_ASYM),
-        "ov_from_shipped_onnx_int8": lambda: ov.convert_model(str(folded))}
+        "ov_from_shipped_onnx_int8": lambda: ov.convert_model(str(folded)),
+        "ov_folded_gptq_col": lambda: ov.convert_model(str(_folded_unfused(run, calib_batches)))}
     variants = {
         "ov_int8_default": {},  # what core.onnx_export.openvino_ir does (model_type TRANSFORMER)
         "ov_int8_mixed": {"preset": nncf.QuantizationPreset.MIXED},
@@ -580,7 +590,7 @@ def main() -> int:
         print("OpenVINO NNCF variants ...", flush=True)
         ov_result = openvino_stage(run, model_dir, one_by_one(tok, calib_texts), singles, gold,
                                    ref1, report, args.threads, args.rounds, args.iters,
-                                   args.warmup, args.ov_ignore, args.ov_only)
+                                   args.warmup, args.ov_ignore, args.ov_only, calib)
     result = {"run": str(run), "command": " ".join(shlex.quote(a) for a in
                                                    [".venv/bin/python", *sys.argv]),
               "cpu": cpu, "versions": versions(), "threads": args.threads,

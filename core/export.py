@@ -44,7 +44,7 @@ class ExportConfig:
     # weight-only that passes the gates), or one of them; all three are built and measured
     block_size: int = 128  # weight-only INT8: input rows per scale (64: +0.7 MB)
     sensitivity_size: int = 64  # training sentences for the per-node INT8 sensitivity report
-    openvino: bool = True  # also write OpenVINO IR FP32 and NNCF INT8
+    openvino: bool = True  # also write OpenVINO IR FP32 and INT8 (int8 weights)
     calibration_size: int = 300  # training sentences to calibrate INT8 (ORT and OpenVINO)
     data: str | None = None  # labeled set for the gates; None = the run's own validation split
     atol: float = gates.PARITY_ATOL  # max |logit diff| allowed between ONNX FP32 and PyTorch
@@ -111,6 +111,7 @@ class _Context:
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
         self.ref = self.fp32_logits = self.sensitivity = None
+        self.batches = None  # calibration feeds, encoded by the INT8 step
         self.step, self.total = 0, 6 if config.openvino else 5
 
     def progress(self, message: str) -> None:
@@ -228,7 +229,8 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
 
     ctx.progress(f"INT8: sensitivity report and {len(AUTO_ORDER)} methods")
     cfg, arts = ctx.config, {}
-    batches = qr.encode_batches(ctx.model_dir, ctx.calib, max_length=ctx.max_length)
+    batches = ctx.batches = qr.encode_batches(ctx.model_dir, ctx.calib,
+                                              max_length=ctx.max_length)
     sens_texts = ctx.calib[:cfg.sensitivity_size]
     ctx.sensitivity = qr.sensitivity_report(
         unfused, qr.encode_batches(ctx.model_dir, sens_texts, max_length=ctx.max_length))
@@ -268,10 +270,10 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
 def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
     from core.onnx_export import openvino_ir
 
-    ctx.progress("OpenVINO IR + NNCF INT8")
+    ctx.progress("OpenVINO IR FP32 + INT8 weights")
     t0 = time.perf_counter()
     ov_fp32, ov_int8 = openvino_ir(fp32_path, ctx.staged("openvino/model.xml").parent,
-                                   ctx.calib, ctx.torch_rt)
+                                   ctx.batches)
     seconds = time.perf_counter() - t0
     for name, path in (("openvino_fp32", ov_fp32), ("openvino_int8", ov_int8)):
         _judge(ctx.gate(name, path, seconds, ctx.load(path), ctx.fp32_logits), fp32)

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-optimize", dest="optimize", action="store_false", default=None,
                    help="skip ORT's transformer optimizer")
     p.add_argument("--no-openvino", dest="openvino", action="store_false", default=None,
-                   help="skip OpenVINO IR and NNCF INT8")
+                   help="skip OpenVINO IR (FP32 and INT8)")
     p.add_argument("--calibration-size", type=int,
                    help=f"training sentences to calibrate INT8 (default {D.calibration_size})")
     p.add_argument("--sensitivity-size", type=int, help="training sentences for the per-node "

@@ -1268,10 +1268,15 @@ def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = 
         h = hs.get(n["activation"])
         q = (gptq_round(w, full, h) if h is not None
              else np.clip(np.round(w / full), -127, 127).astype(np.int8))
-        blocks = b.op("Reshape", [b.op("Cast", [b.const(q, "wq")], to=onnx.TensorProto.FLOAT),
-                                  b.const(np.array([k_dim // blk, blk, n_dim], np.int64))])
-        decoded = b.op("Mul", [blocks, b.const(scale[:, None, :], "w_scale")])
-        weight = b.op("Reshape", [decoded, b.const(np.array([k_dim, n_dim], np.int64))], "w")
+        codes = b.op("Cast", [b.const(q, "wq")], to=onnx.TensorProto.FLOAT)
+        if blk == k_dim:  # one scale per column: Convert -> Multiply, OpenVINO's pattern for
+            weight = b.op("Mul", [codes, b.const(scale[0], "w_scale")], "w")  # int8 weights
+        else:
+            blocks = b.op("Reshape", [codes, b.const(np.array([k_dim // blk, blk, n_dim],
+                                                                np.int64))])
+            decoded = b.op("Mul", [blocks, b.const(scale[:, None, :], "w_scale")])
+            weight = b.op("Reshape", [decoded, b.const(np.array([k_dim, n_dim], np.int64))],
+                          "w")
         node.input[1] = weight
         done["weights"] += 1
         done["blocked"] += int(blk < k_dim)

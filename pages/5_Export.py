@@ -12,7 +12,7 @@ guard("export")  # demo mode: refused here
 page("Export")
 st.caption("ONNX opset 17 with dynamic batch and sequence axes, ONNX Runtime's transformer "
            "optimizer, three INT8 methods (integer matmuls with per-token scales, plain dynamic, "
-           "weight-only) and OpenVINO NNCF INT8. The export checks "
+           "weight-only) and OpenVINO INT8 (int8 weights). The export checks "
            f"itself: FP32 must match PyTorch within {gates.PARITY_ATOL:g}; INT8 must agree with "
            f"FP32 on ≥ {gates.MIN_AGREEMENT:g}% of validation labels and lose at most "
            f"{gates.MAX_F1_DROP:g} macro-F1 point.")

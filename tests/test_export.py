@@ -115,6 +115,20 @@ def test_int8_graphs_use_integer_ops(e5_export):
     assert not {"MatMulNBits", "MatMulInteger"} & set(weight_only)  # int8 weights, float compute
 
 
+def test_openvino_int8_keeps_its_weights_int8(e5_export):
+    """The OpenVINO INT8 IR stores the encoder's weights as int8 (Convert -> Multiply kept by
+    OpenVINO, not expanded to FP32 at conversion)."""
+    import openvino as ov
+
+    out, _ = e5_export
+    model = ov.Core().read_model(str(out / "openvino" / "model_int8.xml"))
+    consts = [op for op in model.get_ops() if op.get_type_name() == "Constant"]
+    int8 = [op for op in consts if op.get_element_type() == ov.Type.i8]
+    assert len(int8) >= 2 * 6  # per layer: Q, K, V, attention output, FFN up, FFN down
+    fp32_bin = (out / "openvino" / "model.bin").stat().st_size
+    assert (out / "openvino" / "model_int8.bin").stat().st_size < 0.6 * fp32_bin
+
+
 @pytest.mark.parametrize("method", ["integer", "dynamic", "weight-only"])
 def test_int8_method_can_be_forced(tiny_e5_run, tmp_path, method):
     result = export.run(export.ExportConfig(model=str(tiny_e5_run), out_dir=str(tmp_path), allow_int8_drift=True,

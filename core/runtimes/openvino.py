@@ -1,4 +1,4 @@
-"""OpenVINO adapter for IR files (``*.xml`` + ``*.bin``), FP32 or NNCF INT8.
+"""OpenVINO adapter for IR files (``*.xml`` + ``*.bin``), FP32 or INT8.
 
 On CPUs with bf16 support OpenVINO runs an FP32 model in bf16 unless told otherwise; ``hint="f32"``
 (the default) asks for real FP32 and ``hint=None`` keeps the device default, reported as its own
