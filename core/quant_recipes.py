@@ -936,8 +936,7 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, damp: float = 0.
     """GPTQ (Frantar et al., arXiv 2210.17323) for one weight ``w`` [K in, N out] on a fixed
     symmetric grid ``scale`` (per output column [N], per weight [K, N] for blocks, or scalar):
     rows are rounded one input channel at a time and the rounding error is pushed onto the rows
-    not yet rounded, weighted
-    by the inverse Hessian ``h`` (= X^T X of the layer's input), which minimises the layer's
+    not yet rounded, weighted by the inverse Hessian ``h`` (= X^T X of the layer's input), which minimises the layer's
     output error ||XW - XQ||, not the weight error. Returns int8 Q with the same grid, so
     ``Q * scale`` drops into quantize_dynamic's MatMulInteger/QAttention unchanged."""
     w = w.astype(np.float64).copy()
@@ -1224,17 +1223,20 @@ def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = 
                 block_size: int = 64, embeddings: bool = True,
                 threads: int | None = None) -> dict:
     """Weight-only INT8 that runs at the FP32 graph's speed, on the fused graph
-    (``model_optimized.onnx``).
+    (``model_optimized.onnx``; the export's weight-only file) or the unfused one (OpenVINO's).
 
     Every MatMul / fused Attention weight [K, N] is stored as int8 with one symmetric scale per
-    ``block_size`` input rows of each output column (the grid of 8-bit ``MatMulNBits``; per
-    column when K is not a multiple), GPTQ-rounded against the calibration Hessian when
-    ``batches`` are given, and decoded by a chain of constant ops (Cast, Reshape, Mul, Reshape).
+    ``block_size`` input rows of each output column (the grid of 8-bit ``MatMulNBits``),
+    GPTQ-rounded against the calibration Hessian when ``batches`` are given, and decoded by a
+    chain of constant ops (Cast, Reshape, Mul, Reshape). ``block_size`` 0 (or one that does not
+    divide K): one scale per column, decoded by Cast -> Mul alone, the form OpenVINO keeps as
+    compressed int8 weights (it expands the blocked chain to FP32 when it converts the file).
     Runtimes fold constant chains into one float initializer when they load the file (ONNX
     Runtime's and onnxruntime-web's constant folding), so the session then runs the optimized
     FP32 graph, fused attention included, with the rounded weights: the file is INT8-sized, the
-    speed is FP32-optimized, memory is FP32-sized, and activations stay float, so the labels are
-    what weight rounding alone gives. ``MatMulNBits`` (:func:`nbits_int8`) computes the same
+    speed is FP32-optimized, memory is FP32-sized or more (peak RSS 531 vs 324 MB for the FP32
+    file in ``python -m core bench``; where the peak comes from was not investigated), and
+    activations stay float, so the labels are what weight rounding alone gives. ``MatMulNBits`` (:func:`nbits_int8`) computes the same
     products but dequantizes inside every call, and on AVX2 that was slower than PyTorch
     (bench/results/int8_recipes_avx2.md). No QDQ ``DequantizeLinear``: ONNX Runtime would fuse
     it with the MatMul into ``MatMulNBits`` with integer activations unless a session option is
