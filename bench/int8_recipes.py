@@ -328,13 +328,19 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _folded_unfused(run: Path, batches) -> Path:
-    """folded_int8 with one GPTQ-rounded scale per column on the unfused graph (OpenVINO cannot
-    read ORT's fused ops): Cast -> Mul before each MatMul, the pattern OpenVINO keeps as
-    compressed int8 weights."""
-    dst = run / "int8_recipes" / "openvino" / "folded_gptq_col.onnx"
-    qr.folded_int8(run / "onnx" / "model.onnx", dst, batches, block_size=0)
+def _folded_unfused(run: Path, batches, block: int) -> Path:
+    """folded_int8 (GPTQ) on the unfused graph (OpenVINO cannot read ORT's fused ops), in the
+    layout OpenVINO keeps as compressed int8 weights."""
+    dst = run / "int8_recipes" / "openvino" / f"folded_gptq_{block or 'col'}.onnx"
+    qr.folded_int8(run / "onnx" / "model.onnx", dst, batches, block_size=block)
     return dst
+
+
+def _with_dq_group(model, group: int):
+    from core.onnx_export import set_dynamic_quant_group
+
+    set_dynamic_quant_group(model, group)
+    return model
 
 
 def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1, report,
@@ -368,7 +374,13 @@ def openvino_stage(run: Path, model_dir: Path, calib_feeds, singles, gold, ref1,
         "ov_weights_int8_asym": lambda: nncf.compress_weights(
             fp32, mode=nncf.CompressWeightsMode.INT8_ASYM),
         "ov_from_shipped_onnx_int8": lambda: ov.convert_model(str(folded)),
-        "ov_folded_gptq_col": lambda: ov.convert_model(str(_folded_unfused(run, calib_batches)))}
+        **{f"ov_folded_gptq_{b or 'col'}": (lambda b=b: ov.convert_model(str(
+            _folded_unfused(run, calib_batches, b)))) for b in (0, 128)},
+        # OpenVINO quantizes the activations of compressed-weight MatMuls per group of input
+        # channels at run time (DYNAMIC_QUANTIZATION_GROUP_SIZE, 32 by default; 0 = off); the
+        # group stored in the IR's rt_info, as the export does
+        **{f"ov_folded_gptq_128_dq{g}": (lambda g=g: _with_dq_group(ov.convert_model(str(
+            _folded_unfused(run, calib_batches, 128))), g)) for g in (0, 16, 64)}}
     variants = {
         "ov_int8_default": {},  # what core.onnx_export.openvino_ir does (model_type TRANSFORMER)
         "ov_int8_mixed": {"preset": nncf.QuantizationPreset.MIXED},

@@ -116,8 +116,8 @@ def test_int8_graphs_use_integer_ops(e5_export):
 
 
 def test_openvino_int8_keeps_its_weights_int8(e5_export):
-    """The OpenVINO INT8 IR stores the encoder's weights as int8 (Convert -> Multiply kept by
-    OpenVINO, not expanded to FP32 at conversion)."""
+    """The OpenVINO INT8 IR stores the encoder's weights as int8 (kept by OpenVINO, not
+    expanded to FP32 at conversion) and carries its activation group size."""
     import openvino as ov
 
     out, _ = e5_export
@@ -125,6 +125,8 @@ def test_openvino_int8_keeps_its_weights_int8(e5_export):
     consts = [op for op in model.get_ops() if op.get_type_name() == "Constant"]
     int8 = [op for op in consts if op.get_element_type() == ov.Type.i8]
     assert len(int8) >= 2 * 6  # per layer: Q, K, V, attention output, FFN up, FFN down
+    group = model.get_rt_info(["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    assert int(group.astype(str)) == onnx_export.OV_DYNAMIC_QUANT_GROUP  # travels with the IR
     fp32_bin = (out / "openvino" / "model.bin").stat().st_size
     assert (out / "openvino" / "model_int8.bin").stat().st_size < 0.6 * fp32_bin
 

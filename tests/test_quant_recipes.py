@@ -164,16 +164,17 @@ def test_folded_int8_stores_int8_blocks_and_runs_the_fp32_graph(tiny_graphs, tmp
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Attention") or node.input[1] in inits:
             continue
-        mul = producer[producer[node.input[1]].input[0]]  # Reshape <- Mul(blocks, scale)
-        scale = inits[mul.input[1]]  # [K/32, 1, N]
-        q = inits[producer[producer[mul.input[0]].input[0]].input[0]]  # Reshape <- Cast <- q
+        # Transpose <- Reshape <- Mul(Cast(q), scale): q [N, K/32, 32], scale [N, K/32, 1]
+        mul = producer[producer[producer[node.input[1]].input[0]].input[0]]
+        scale = inits[mul.input[1]]
+        q = inits[producer[mul.input[0]].input[0]]
         w = originals[node.name]
         k, n = w.shape
-        assert q.dtype == np.int8 and q.shape == (k, n) and scale.shape == (k // 32, 1, n)
-        blocks = w.reshape(k // 32, 32, n)
-        np.testing.assert_allclose(scale, np.abs(blocks).max(axis=1, keepdims=True) / 127,
+        assert q.dtype == np.int8 and q.shape == (n, k // 32, 32) and scale.shape == (n, k // 32, 1)
+        blocks = w.T.reshape(n, k // 32, 32)  # 32 input rows of one output column
+        np.testing.assert_allclose(scale, np.abs(blocks).max(axis=2, keepdims=True) / 127,
                                    rtol=1e-6)
-        assert (np.abs(blocks - q.reshape(k // 32, 32, n) * scale) <= scale / 2 + 1e-7).all()
+        assert (np.abs(blocks - q * scale) <= scale / 2 + 1e-7).all()
         checked += 1
     assert checked == info["weights"]
 
