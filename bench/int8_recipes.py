@@ -116,10 +116,11 @@ def candidate_specs() -> list[tuple[str, str, object]]:
     ]
     for block, gptq in ((64, False), (64, True), (128, True), (0, True)):
         grid = f"block {block}" if block else "per column"
+        rounding = "GPTQ" if gptq else "round to nearest"
         specs.append((f"folded_{'gptq' if gptq else 'rtn'}_{block or 'col'}", "core.quant_recipes."
-                      f"folded_int8: int8 weights ({grid}, {'GPTQ' if gptq else 'round to nearest'})"
-                      " decoded by constant ops that ONNX Runtime folds at load, fused FP32 graph, "
-                      "per-row int8 embeddings", lambda c, d, b=block, g=gptq: qr.folded_int8(
+                      f"folded_int8: int8 weights ({grid}, {rounding}) decoded by constant ops "
+                      "that ONNX Runtime folds at load, fused FP32 graph, per-row int8 embeddings",
+                      lambda c, d, b=block, g=gptq: qr.folded_int8(
                           c.fused, d, c.calib if g else None, block_size=b)))
     specs += [
         ("dynamic_fused", "quantize_dynamic QInt8 on the fused graph (core.quantize.dynamic_int8)",

@@ -111,7 +111,10 @@ class _Context:
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
         self.ref = self.fp32_logits = self.sensitivity = None
-        self.batches = None  # calibration feeds, encoded by the INT8 step
+        from core import quant_recipes as qr
+
+        # calibration feeds for every INT8 build (ORT and OpenVINO)
+        self.batches = qr.encode_batches(self.model_dir, self.calib, max_length=self.max_length)
         self.step, self.total = 0, 6 if config.openvino else 5
 
     def progress(self, message: str) -> None:
@@ -229,8 +232,7 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
 
     ctx.progress(f"INT8: sensitivity report and {len(AUTO_ORDER)} methods")
     cfg, arts = ctx.config, {}
-    batches = ctx.batches = qr.encode_batches(ctx.model_dir, ctx.calib,
-                                              max_length=ctx.max_length)
+    batches = ctx.batches
     sens_texts = ctx.calib[:cfg.sensitivity_size]
     ctx.sensitivity = qr.sensitivity_report(
         unfused, qr.encode_batches(ctx.model_dir, sens_texts, max_length=ctx.max_length))

@@ -936,9 +936,10 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, damp: float = 0.
     """GPTQ (Frantar et al., arXiv 2210.17323) for one weight ``w`` [K in, N out] on a fixed
     symmetric grid ``scale`` (per output column [N], per weight [K, N] for blocks, or scalar):
     rows are rounded one input channel at a time and the rounding error is pushed onto the rows
-    not yet rounded, weighted by the inverse Hessian ``h`` (= X^T X of the layer's input), which minimises the layer's
-    output error ||XW - XQ||, not the weight error. Returns int8 Q with the same grid, so
-    ``Q * scale`` drops into quantize_dynamic's MatMulInteger/QAttention unchanged."""
+    not yet rounded, weighted by the inverse Hessian ``h`` (= X^T X of the layer's input),
+    which minimises the layer's output error ||XW - XQ||, not the weight error. Returns int8 Q
+    with the same grid, so ``Q * scale`` drops into quantize_dynamic's MatMulInteger/QAttention
+    unchanged."""
     w = w.astype(np.float64).copy()
     k_dim = w.shape[0]
     h = h.astype(np.float64).copy()
@@ -1233,10 +1234,11 @@ def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = 
     expanding them: 1.4-1.6x OpenVINO FP32). ONNX Runtime and onnxruntime-web fold the chain into
     one float initializer when they load the file, so the session then runs the optimized
     FP32 graph, fused attention included, with the rounded weights: the file is INT8-sized, the
-    speed is FP32-optimized, memory is FP32-sized or more (peak RSS 531 vs 324 MB for the FP32
+    speed is FP32-optimized, memory is FP32-sized or more (peak RSS 530 vs 346 MB for the FP32
     file in ``python -m core bench``; where the peak comes from was not investigated), and
-    activations stay float, so the labels are what weight rounding alone gives. ``MatMulNBits`` (:func:`nbits_int8`) computes the same
-    products but dequantizes inside every call, and on AVX2 that was slower than PyTorch
+    activations stay float, so the labels are what weight rounding alone gives.
+    ``MatMulNBits`` (:func:`nbits_int8`) computes the same products but dequantizes inside
+    every call, and on AVX2 that was slower than PyTorch
     (bench/results/int8_recipes_avx2.md). No QDQ ``DequantizeLinear``: ONNX Runtime would fuse
     it with the MatMul into ``MatMulNBits`` with integer activations unless a session option is
     set. Embeddings (``embeddings``): per-row int8, decoded per lookup. The classifier head
@@ -1246,8 +1248,8 @@ def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = 
 
     t0 = time.perf_counter()
     model = _load(src)
-    nodes = [n for n in quantizable_nodes(model)
-             if n["op_type"] in ("MatMul", "Attention") or (embeddings and n["op_type"] == "Gather")]
+    nodes = [n for n in quantizable_nodes(model) if n["op_type"] in ("MatMul", "Attention")
+             or (embeddings and n["op_type"] == "Gather")]
     hs = (input_hessians(model, batches, [n["activation"] for n in nodes if n["activation"]],
                          threads) if batches else {})
     inits = {i.name: i for i in model.graph.initializer}

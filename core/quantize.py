@@ -54,8 +54,8 @@ def weight_only_int8(src: Path, dst: Path, batches, block_size: int = 128) -> di
     weight of the fused graph ``src`` as int8 blocks of ``block_size`` input rows per output
     column, GPTQ-rounded on the calibration feeds ``batches``, decoded by constant ops that the
     runtime folds when it loads the file (so it runs the optimized FP32 graph: FP32 speed, FP32
-    memory, INT8 file size); per-row int8 embeddings. Python and the browser compute the same
-    float graph. Block 128 instead of 64: 34.9 vs 35.6 MB, 99.69% vs 100% agreement on the
+    memory or more, INT8 file size); per-row int8 embeddings. Python and the browser compute
+    the same float graph. Block 128 instead of 64: 34.9 vs 35.6 MB, 99.69% vs 100% agreement on the
     default run (bench/results/int8_recipes_amx.md). Returns what was done."""
     from core import quant_recipes as qr
 
