@@ -181,6 +181,9 @@ def candidate_specs() -> list[tuple[str, str, object]]:
                                                                **qr.DEFAULT_PER_TOKEN)))
     for name, what, kw in (
             ("per_token_plain", "per-token, no SmoothQuant", {}),
+            ("per_token_mmitf", "per_token_default with one MatMulIntegerToFloat (contrib op, "
+             "per-token A scale) per matmul instead of MatMulInteger + Cast + Mul + Mul",
+             {**qr.DEFAULT_PER_TOKEN, "fused_matmul": True}),
             ("per_token_nogptq", "per-token + SmoothQuant, round-to-nearest weights",
              {**qr.DEFAULT_PER_TOKEN, "gptq": False}),
             ("per_token_qattention", "per-token for attn-out/FFN, Q/K/V as QAttention "

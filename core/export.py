@@ -108,6 +108,7 @@ class _Context:
         self.texts, self.gold, self.calib = _eval_records(config, self.run, self.torch_rt.labels)
         model_config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
         self.on_grid = qat.is_int8_aware(model_config)  # trained INT8-aware: keep its grids
+        self.yardstick = run_yardstick(self.run, config.data)
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
         self.ref = self.fp32_logits = self.sensitivity = None
@@ -136,7 +137,7 @@ class _Context:
         return load(path, max_length=self.max_length, **options)
 
     def gate(self, name: str, path: Path, seconds: float, runtime, ref) -> Artifact:
-        logits = runtime.logits(self.texts)
+        self.last_logits = logits = runtime.logits(self.texts)
         art = Artifact(name, self.final(path) if self.stage in path.parents else str(path),
                        _mb(path), round(seconds, 2), _scores(self.gold, logits, ref))
         self.artifacts.append(art)
@@ -178,11 +179,47 @@ def _mb(path: Path) -> float:
     return round(size / 1e6, 2)
 
 
-def _judge(art: Artifact, fp32: Artifact) -> None:
-    """ΔF1, size ratio and the reduced-precision verdicts of ``art`` against ONNX FP32."""
-    art.metrics["macro_f1_delta"] = round(art.metrics["macro_f1"] - fp32.metrics["macro_f1"], 2)
+def run_yardstick(run: RunFolder, data: str | None) -> dict | None:
+    """What an INT8 file is judged against. For an INT8-aware run (core/qat.py) scored on its own
+    validation split: the labels and macro-F1 (points) its training evaluated, since the INT8
+    computation *is* that model. Otherwise (a plain run, another labeled set, or an INT8-aware
+    run trained before runs recorded their labels) None: the FP32 model is the yardstick."""
+    config = json.loads((run.model_dir / "config.json").read_text(encoding="utf-8"))
+    if data or not qat.is_int8_aware(config):
+        return None
+    m = run.metrics()
+    labels = (m.get("predictions") or {}).get("val")
+    if labels is None:
+        return None
+    return {"labels": np.asarray(labels), "macro_f1": m["val"]["macro_f1"] * 100}
+
+
+YARDSTICKS = {True: "the run's own evaluated labels and macro-F1 (an INT8-aware run: its INT8 "
+                    "computation is the model that was validated)",
+              False: "the FP32 model (post-training quantization of a plain run)"}
+
+
+def int8_verdicts(scores: dict, pred: np.ndarray, fp32_f1: float, yardstick: dict | None,
+                  name: str) -> list:
+    """Sets ``scores["macro_f1_delta"]`` (and ``agreement_with_run``, % of labels equal to the
+    run's own) against the yardstick (:func:`run_yardstick`; None = FP32, whose macro-F1 is
+    ``fp32_f1``) and returns the INT8 verdicts (core.gates.quantized)."""
+    if yardstick is None:
+        scores["macro_f1_delta"] = round(scores["macro_f1"] - fp32_f1, 2)
+        return gates.quantized(scores, name)
+    if len(yardstick["labels"]) != len(pred):
+        raise RunError(f"the run recorded {len(yardstick['labels'])} validation labels but its "
+                       f"split has {len(pred)} sentences: retrain the run")
+    scores["agreement_with_run"] = round(float((pred == yardstick["labels"]).mean()) * 100, 2)
+    scores["macro_f1_delta"] = round(scores["macro_f1"] - yardstick["macro_f1"], 2)
+    return gates.quantized(scores, name, against_run=True)
+
+
+def _judge(ctx: _Context, art: Artifact, fp32: Artifact, logits: np.ndarray) -> None:
+    """ΔF1, size ratio and the reduced-precision verdicts of ``art`` against its yardstick."""
     art.metrics["size_ratio"] = round(art.size_mb / fp32.size_mb, 3)
-    verdicts = gates.quantized(art.metrics, art.name)
+    verdicts = int8_verdicts(art.metrics, logits.argmax(-1), fp32.metrics["macro_f1"],
+                             ctx.yardstick, art.name)
     art.gates = [v.as_dict() for v in verdicts]
     art.warnings = gates.failures(verdicts)
 
@@ -250,23 +287,26 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
         make(path)
         arts[method] = ctx.gate(name, path, time.perf_counter() - t0,
                                 ctx.load(path, precision="int8"), ctx.fp32_logits)
-        _judge(arts[method], fp32)
+        _judge(ctx, arts[method], fp32, ctx.last_logits)
     method = cfg.int8_method
     if method == "auto":  # the fastest method that is accurate enough
         ok = [m for m in AUTO_ORDER if not arts[m].warnings]
         method = ok[0] if ok else max(arts, key=lambda m: arts[m].metrics["agreement"])
     chosen = arts[method]
     shutil.copyfile(ctx.staged(makers[method][1]), ctx.staged("onnx/model_quantized.onnx"))
-    others = "; ".join(f"{a.name}: {a.metrics['agreement']}% (ΔF1 "
+    agree = "agreement_with_run" if ctx.yardstick is not None else "agreement"
+    whom = "the run's own evaluated labels" if ctx.yardstick is not None else "FP32"
+    others = "; ".join(f"{a.name}: {a.metrics[agree]}% (ΔF1 "
                        f"{a.metrics['macro_f1_delta']:+.2f})" for m, a in arts.items()
                        if m != method)
-    reason = (f"{method} INT8 agrees with FP32 on {chosen.metrics['agreement']}% of validation "
+    reason = (f"{method} INT8 agrees with {whom} on {chosen.metrics[agree]}% of validation "
               f"sentences (ΔF1 {chosen.metrics['macro_f1_delta']:+.2f}); {others}")
     return {"method": method, "file": "onnx/model_quantized.onnx", "reason": reason,
             "artifact": chosen.name, "gates": chosen.gates, "passed": not chosen.warnings,
             "not_chosen": [a.name for m, a in arts.items() if m != method],
             # trained INT8-aware: the integer file keeps the model's own on-grid weights
-            "int8_aware_model": ctx.on_grid}
+            "int8_aware_model": ctx.on_grid,
+            "yardstick": YARDSTICKS[ctx.yardstick is not None]}
 
 
 def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
@@ -278,7 +318,8 @@ def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
                                    ctx.batches)
     seconds = time.perf_counter() - t0
     for name, path in (("openvino_fp32", ov_fp32), ("openvino_int8", ov_int8)):
-        _judge(ctx.gate(name, path, seconds, ctx.load(path), ctx.fp32_logits), fp32)
+        art = ctx.gate(name, path, seconds, ctx.load(path), ctx.fp32_logits)
+        _judge(ctx, art, fp32, ctx.last_logits)
 
 
 def _copy_model_metadata(model_dir: Path, out: Path) -> None:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 PARITY_ATOL = 1e-4  # max |logit diff| between ONNX FP32 and PyTorch
 MIN_AGREEMENT = 99.0  # % of validation labels an INT8 model must share with FP32
+MIN_REPRODUCED = 99.5  # % of validation labels an INT8-aware run's INT8 file must share with the
+# labels the run's own evaluation computed (what was validated is what runs)
 MAX_F1_DROP = 1.0  # macro-F1 points an INT8 model may lose against FP32
 MAX_MODEL_MB = 35.0  # the browser bundle's INT8 model (decimal MB)
 MAX_BUNDLE_MB = 60.0  # every file of the browser bundle
@@ -47,15 +49,27 @@ def agreement(agree: float | None, name: str, minimum: float = MIN_AGREEMENT) ->
     return _check("agreement", agree, minimum, ok, f"{name} labels agreeing with FP32 (%)")
 
 
-def f1_drop(delta: float | None, name: str, max_drop: float = MAX_F1_DROP) -> Verdict:
-    """``delta`` = macro-F1 of the model minus FP32's, in points (negative = worse)."""
+def f1_drop(delta: float | None, name: str, max_drop: float = MAX_F1_DROP,
+            what: str = "FP32") -> Verdict:
+    """``delta`` = macro-F1 of the model minus the reference's, in points (negative = worse)."""
     ok = delta is not None and -delta <= max_drop
     return _check("f1_drop", None if delta is None else -delta, max_drop, ok,
-                  f"{name} macro-F1 drop vs FP32 (points)")
+                  f"{name} macro-F1 drop vs {what} (points)")
 
 
-def quantized(metrics: dict, name: str) -> list[Verdict]:
-    """An INT8 (or other reduced-precision) model against FP32: agreement and macro-F1 drop."""
+def reproduces(agree: float | None, name: str, minimum: float = MIN_REPRODUCED) -> Verdict:
+    ok = agree is not None and agree >= minimum
+    return _check("reproduces_run", agree, minimum, ok,
+                  f"{name} labels equal to the run's own evaluated labels (%)")
+
+
+def quantized(metrics: dict, name: str, against_run: bool = False) -> list[Verdict]:
+    """An INT8 (or other reduced-precision) model against its yardstick: for a plain run, FP32
+    (agreement and macro-F1 drop); for an INT8-aware run (``against_run``), the labels and
+    macro-F1 its own training evaluated (``agreement_with_run``, ``macro_f1_delta``)."""
+    if against_run:
+        return [reproduces(metrics.get("agreement_with_run"), name),
+                f1_drop(metrics.get("macro_f1_delta"), name, what="the run's evaluation")]
     return [agreement(metrics.get("agreement"), name), f1_drop(metrics.get("macro_f1_delta"), name)]
 
 

@@ -25,6 +25,7 @@ IMAGE = "confusion_matrix.svg"
 BUNDLED_BASES = {"e5-small-ko": ("intfloat/multilingual-e5-small", "mit")}
 ARTIFACT_NAMES = {"pytorch_fp32": "PyTorch FP32", "onnx_fp32": "ONNX FP32", "onnx_fp32_optimized":
                   "ONNX FP32 optimized", "onnx_int8_dynamic": "ONNX INT8 dynamic",
+                  "onnx_int8_integer": "ONNX INT8 integer (per token)",
                   "onnx_int8_weightonly": "ONNX INT8 weight-only", "openvino_fp32":
                   "OpenVINO FP32", "openvino_int8": "OpenVINO INT8"}
 
@@ -194,9 +195,11 @@ def _training(f: dict) -> str:
     levers = [f"{name} {c[key]}" for key, name, off in (
         ("label_smoothing", "label smoothing", 0.0), ("layer_decay", "layer-wise lr decay", 1.0),
         ("reinit_top", "top layers re-initialised:", 0)) if c.get(key, off) != off]
-    if c.get("int8_aware"):
-        levers.append("INT8-aware (weights on the integer INT8 grids, activations rounded per "
-                      "token; validation and test scored that way)")
+    rows.insert(-2, ["INT8-aware phase", (
+        f"{c['int8_epochs']} epoch(s) at lr {c.get('int8_lr')}, distilled from the FP32 model "
+        "(weights on the integer INT8 grids, activations rounded per token; validation and test "
+        "scored that way)") if c.get("int8_epochs") else
+        "none (a plain FP32 model, quantized by the export after training)"])
     if levers:
         rows.insert(-2, ["recipe levers", ", ".join(levers)])
     return "## Training data and recipe\n\n" + _table(["", ""], rows)
@@ -236,14 +239,15 @@ def _export_text(report: dict | None) -> str:
         rows.append([name + (" (shipped INT8)" if art["name"] == int8.get("artifact") else ""),
                      f"{art['size_mb']:.1f}", fmt("macro_f1", ".2f"),
                      fmt("macro_f1_delta", "+.2f"), fmt("agreement", ".2f"),
-                     fmt("max_abs_diff", ".2g")])
+                     fmt("agreement_with_run", ".2f"), fmt("max_abs_diff", ".2g")])
     gates = [g for art in report.get("artifacts") or [] if art["name"] == "onnx_fp32"
              for g in art.get("gates") or []] + list(int8.get("gates") or [])
     return (f"ONNX export, checked on {report.get('eval_size')} validation sentences at "
-            f"{report.get('max_length')} tokens (macro-F1 in points; ΔF1 and agreement against "
-            "ONNX FP32):\n\n"
-            + _table(["artifact", "MB", "macro-F1", "ΔF1", "agreement %", "max |Δlogit|"], rows,
-                     "lrrrrr")
+            f"{report.get('max_length')} tokens (macro-F1 in points; agreement with ONNX FP32 and "
+            "with the labels the run's own evaluation computed; the INT8 files' ΔF1 is against "
+            f"{int8.get('yardstick') or 'ONNX FP32'}):\n\n"
+            + _table(["artifact", "MB", "macro-F1", "ΔF1", "agreement %", "= run's labels %",
+                      "max |Δlogit|"], rows, "lrrrrrr")
             + f"\n`onnx/model_quantized.onnx` is the {int8.get('method', '?')} INT8 graph: "
               f"{int8.get('reason', '')}.\n\nGates:\n\n" + _verdicts(gates))
 

@@ -1,20 +1,22 @@
 """INT8-aware training: the encoder computes as the export's integer INT8 graph will.
 
 The export's integer recipe (``quant_recipes.per_token_int8``) quantizes every encoder Linear's
-input per token (symmetric int8, scale = row max / 127) and its weight per output channel on the
-7-bit grid (:data:`quant_recipes.W7`), and the embedding tables per row (int8). With
-``TrainConfig.int8_aware`` the training run does the same in PyTorch:
+input per token and its weight per output channel, and the embedding tables per row, on the grids
+of :mod:`core.quant.grids`. By default a training run ends with an INT8-aware phase
+(``TrainConfig.int8_epochs``; the common quantization-aware-training practice: start from the
+trained FP32 weights, fine-tune briefly at a small learning rate, distil from the FP32 model):
 
-* the frozen prefix's weights (embeddings included) are *baked* onto those grids once, so the
-  saved model holds exactly the weights the INT8 file holds (re-quantizing an on-grid weight
-  gives it back: no weight rounding error is left for the export), and its Linears quantize their
-  inputs per token, so the cached prefix outputs are the quantized prefix's;
+* the frozen prefix's weights (embeddings included) are *baked* onto those grids, so the saved
+  model holds exactly the weights the INT8 file holds (re-quantizing an on-grid weight gives it
+  back: no weight rounding error is left for the export), and its Linears quantize their inputs
+  per token, so the cached prefix outputs are the quantized prefix's;
 * the trained layers see fake-quantized weights and inputs (straight-through estimator: the
-  rounding is skipped in the backward pass), and are baked onto the grid at the end.
+  rounding is skipped in the backward pass), learn from the labels and from the FP32 model's
+  logits (:func:`distill_loss`), and are baked onto the grid at the end.
 
-What is left between the saved FP32 model and its INT8 file is the activation rounding, which
-the trained layers learned to carry. The saved config.json records :data:`MARKER` so the export
-keeps the grid (no SmoothQuant rescaling, which would move the weights off it).
+The run's validation and test scores are then the INT8 computation's, and the saved config.json
+records :data:`MARKER`, so the export keeps the grid (no SmoothQuant rescaling, which would move
+the weights off it) and checks its integer file against the run's own evaluated labels.
 """
 
 from __future__ import annotations
@@ -22,20 +24,18 @@ from __future__ import annotations
 import types
 
 from core.errors import ConfigError
-from core.quant_recipes import W7  # the recipe's 7-bit weight grid [-63, 63]
+from core.quant.grids import ACT_QMAX, EMB_QMAX, EPS, W7
 
 MARKER = "studio_int8_aware"  # model config key: weights on the integer recipe's grids
-ACT_QMAX = 127  # per-token activations: int8 symmetric
-EMB_QMAX = 127  # embedding rows: int8 symmetric
 
 
 def fake_quant_tokens(x):
     """``x`` [..., K] rounded to int8 with one symmetric scale per row, as the INT8 graph does
-    (scale = max(row max |x| x 1/127, 1e-12)); gradients pass straight through."""
+    (:func:`core.quant.grids.token_scale`); gradients pass straight through."""
     import torch
 
     inv = torch.tensor(1.0 / ACT_QMAX, dtype=x.dtype, device=x.device)
-    scale = torch.clamp(x.detach().abs().amax(-1, keepdim=True) * inv, min=1e-12)
+    scale = torch.clamp(x.detach().abs().amax(-1, keepdim=True) * inv, min=EPS)
     return x + (torch.round(x.detach() / scale) * scale - x.detach())
 
 
@@ -47,6 +47,19 @@ def quantized_rows(w, qmax: int):
     amax = w.detach().abs().amax(1, keepdim=True)
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     return torch.clamp(torch.round(w.detach() / scale), -qmax, qmax) * scale
+
+
+def distill_loss(logits, teacher, labels, temperature: float, alpha: float):
+    """``alpha`` x KL(teacher || student) at ``temperature`` (scaled by T^2 so its gradients keep
+    their size as T changes; Hinton et al., arXiv 1503.02531) + (1 - ``alpha``) x cross-entropy
+    on the labels. ``teacher``: the FP32 model's logits for the same examples."""
+    from torch.nn import functional
+
+    t = float(temperature)
+    kl = functional.kl_div(functional.log_softmax(logits / t, -1),
+                           functional.log_softmax(teacher / t, -1), log_target=True,
+                           reduction="batchmean") * t * t
+    return alpha * kl + (1 - alpha) * functional.cross_entropy(logits, labels)
 
 
 def _forward(self, x):  # bound to an nn.Linear: fake-quantized input and weight
@@ -92,8 +105,9 @@ class Int8Aware:
     def __init__(self, model, freeze_below: int):
         layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
         if layers is None or not hasattr(model.base_model, "embeddings"):
-            raise ConfigError(f"train: int8_aware needs a BERT-style encoder (embeddings + "
-                              f"encoder.layer); {type(model).__name__} is not: train without it")
+            raise ConfigError(f"train: the INT8-aware phase needs a BERT-style encoder "
+                              f"(embeddings + encoder.layer); {type(model).__name__} is not: "
+                              "train with int8_epochs 0 (--int8-epochs 0)")
         self.model, layers = model, list(layers)
         self.linears, self.tables = encoder_linears(layers), embedding_tables(model)
         bake(encoder_linears(layers[:freeze_below]), self.tables if freeze_below else ())

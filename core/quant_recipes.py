@@ -55,6 +55,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from core.quant import grids
+from core.quant.grids import W7  # noqa: F401  (the per-token recipe's weight grid)
+
 PathLike = str | Path
 Feeds = dict[str, np.ndarray]
 
@@ -293,8 +296,8 @@ def fake_quant_weight(w: np.ndarray, axis: int | None = None, qmax: int = 127) -
     """Symmetric int8 weights as ``quantize_dynamic(weight_type=QInt8)`` stores them
     (range -127..127; ``axis`` = per-channel along that axis; qmax 64 = reduce_range)."""
     amax = np.abs(w).max() if axis is None else np.abs(w).max(axis=1 - axis, keepdims=True)
-    scale = np.where(amax > 0, amax / qmax, 1.0)
-    return (np.clip(np.round(w / scale), -qmax, qmax) * scale).astype(np.float32)
+    scale = grids.scales(amax, qmax)
+    return (grids.codes(w, scale, qmax) * scale).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- sensitivity
@@ -1069,18 +1072,15 @@ def static_qdq(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
 # what the export ships (bench/results/int8_recipes.md: the best agreement among the integer
 # recipes that are also >= 1.5x ORT FP32 optimized at batch 1)
 DEFAULT_PER_TOKEN = {"smooth_alpha": 0.5, "smooth_roles": ("qkv", "ffn_up")}
-W7 = 63  # 7-bit symmetric weights [-63, 63]: u8 x s7 pair sums fit int16 (no AVX2 saturation)
-# and every weight is a valid int7 for wasm relaxed-SIMD dot products (i8 x i7)
 
 
 def _quantize_columns(w: np.ndarray, h: np.ndarray | None, qmax: int) -> tuple[np.ndarray,
                                                                                np.ndarray]:
     """Symmetric per-output-column int8 weights of ``w`` [K, N] (GPTQ-rounded when the input
     Hessian ``h`` is given): (q int8 [K, N], scale float32 [N])."""
-    amax = np.abs(w).max(axis=0)
-    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float64)
+    scale = grids.scales(np.abs(w).max(axis=0), qmax).astype(np.float64)
     if h is None:
-        q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+        q = grids.codes(w, scale, qmax)
     else:
         q = gptq_round(w, scale, h, qmax=qmax)
     return q, scale.astype(np.float32)
@@ -1095,8 +1095,8 @@ def _per_token_quant(b: _Builder, x: str) -> tuple[str, str]:
     import onnx
 
     amax = b.reduce("ReduceMax", b.op("Abs", [x]), [-1])
-    scale = b.op("Max", [b.op("Mul", [amax, b.const(np.array(1 / 127, np.float32))]),
-                         b.const(np.array(1e-12, np.float32), "eps")], "tok_scale")
+    scale = b.op("Max", [b.op("Mul", [amax, b.const(np.array(1 / grids.ACT_QMAX, np.float32))]),
+                         b.const(np.array(grids.EPS, np.float32), "eps")], "tok_scale")
     shifted = b.op("Add", [b.op("Round", [b.op("Div", [x, scale])]),
                            b.const(np.array(128, np.float32), "c128")])
     q = b.op("Cast", [shifted], "tok_q", to=onnx.TensorProto.UINT8)
@@ -1109,14 +1109,29 @@ def _int8_rows(b: _Builder, node, table: np.ndarray) -> None:
     ops, decoded per lookup, so the table stays int8 in memory). The caller drops ``node``."""
     import onnx
 
-    amax = np.abs(table).max(axis=1, keepdims=True)  # one scale per row, float32
-    scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
-    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    q, scale = grids.rows(table)
     ids = node.input[1]
     rows = b.op("Cast", [b.op("Gather", [b.const(q, "emb_q"), ids])], to=onnx.TensorProto.FLOAT)
     row_scale = b.op("Gather", [b.const(scale, "emb_scale"), ids])
     b.nodes.append(onnx.helper.make_node("Mul", [rows, row_scale], [node.output[0]],
                                          name=b.name("emb_dq")))
+
+
+def _integer_matmul(b: _Builder, xq: str, xs: str, wq: str, ws: str, zp: str, out: str,
+                    fused: bool) -> None:
+    """``out`` = (xq - zp) @ wq x token scale ``xs`` [..., 1] x column scale ``ws`` [N].
+    ``fused``: ONNX Runtime's contrib ``MatMulIntegerToFloat``, which takes a per-row A scale
+    (measured exact against the unfused form) and does it in one op; else the standard ops
+    MatMulInteger, Cast, Mul, Mul (4 ops and 3 intermediate tensors per matmul)."""
+    import onnx
+
+    if fused:
+        b.nodes.append(onnx.helper.make_node("MatMulIntegerToFloat", [xq, wq, xs, ws, zp], [out],
+                                             domain="com.microsoft", name=b.name("mmitf")))
+        return
+    acc = b.op("MatMulInteger", [xq, wq, zp], "mmi")
+    y = b.op("Mul", [b.op("Cast", [acc], to=onnx.TensorProto.FLOAT), ws])
+    b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [out], name=b.name("tok_dq")))
 
 
 def _replace_nodes(model, dead: set[str], new_nodes: list) -> None:
@@ -1135,14 +1150,15 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                    gptq: bool = True, embeddings: bool = True, attention: str = "per_token",
                    smooth_alpha: float | None = None, smooth_roles: Sequence[str] = ("qkv",),
                    qmax: dict[str, int] | None = None, keep: Iterable[str] = (),
-                   threads: int | None = None) -> dict:
+                   fused_matmul: bool = False, threads: int | None = None) -> dict:
     """INT8 with integer matmuls and a scale per token instead of per tensor (ZeroQuant-style,
     Yao et al., arXiv 2206.01861), on the fused graph (``model_optimized.onnx``) or unfused.
 
     * MatMuls of ``roles``: the activation is quantized per token to int8 by plain ONNX ops
       (ReduceMax/Div/Round/Cast, shared by the MatMuls reading it), the weight per output column
       on the 7-bit grid (:data:`W7`; GPTQ-rounded against the calibration Hessian), and
-      ``MatMulInteger`` (int8 x int8 -> int32) computes the product; two Muls rescale it.
+      ``MatMulIntegerToFloat`` (u8 x s8 -> int32, rescaled by the token and column scales in
+      the same op; ``fused_matmul=False``: ``MatMulInteger`` and two Muls) computes the product.
       7-bit weights keep every x86 kernel exact (AVX2's VPMADDUBSW saturates with 8 bits). The
       float parts (LayerNorm, GELU, softmax) still differ by ~1e-6 between ISAs and wasm, and
       a value that lands on a rounding boundary then quantizes one step apart: measured, the
@@ -1194,16 +1210,13 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                 quantized[x] = _per_token_quant(b, x)
             xq, xs = quantized[x]
             q, ws = _quantize_columns(w, hs.get(x), (qmax or {}).get(n["role"], W7))
-            acc = b.op("MatMulInteger", [xq, b.const(q, "w_q"), zp128], "mmi")
-            y = b.op("Mul", [b.op("Cast", [acc], to=onnx.TensorProto.FLOAT),
-                             b.const(ws, "w_scale")])
-            if n["op_type"] == "Attention":  # the projection out, ORT's fused attention kept
-                _attention_after_projection(b, node, b.op("Mul", [y, xs], "qkv"), w.shape[0])
-                done["attention"] += 1
-                continue
-            b.nodes.append(onnx.helper.make_node("Mul", [y, xs], [node.output[0]],
-                                                 name=b.name("tok_dq")))
-            done["matmul"] += 1
+            is_attention = n["op_type"] == "Attention"
+            out = b.name("qkv") if is_attention else node.output[0]
+            _integer_matmul(b, xq, xs, b.const(q, "w_q"), b.const(ws, "w_scale"), zp128, out,
+                            fused_matmul)
+            if is_attention:  # the projection out, ORT's fused attention kept
+                _attention_after_projection(b, node, out, w.shape[0])
+            done["attention" if is_attention else "matmul"] += 1
         _replace_nodes(model, {n["name"] for n in nodes}, b.nodes)
         staged = Path(tmp) / "per_token.onnx"
         onnx.save(model, str(staged))
@@ -1215,7 +1228,7 @@ def per_token_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds],
                              op_types_to_quantize=["Attention"])
         else:
             onnx.save(model, str(dst))
-    return {**done, "attention_mode": attention, "gptq": gptq,
+    return {**done, "attention_mode": attention, "gptq": gptq, "fused_matmul": fused_matmul,
             "smooth_alpha": smooth_alpha, "smooth_roles": list(smooth_roles),
             "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -1266,11 +1279,10 @@ def folded_int8(src: PathLike, dst: PathLike, batches: Sequence[Feeds] | None = 
         k_dim, n_dim = w.shape
         blk = block_size if block_size and k_dim % block_size == 0 else k_dim
         amax = np.abs(w.reshape(k_dim // blk, blk, n_dim)).max(axis=1)  # [K/blk, N]
-        scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+        scale = grids.scales(amax, 127).astype(np.float32)
         full = np.repeat(scale, blk, axis=0)  # [K, N]
         h = hs.get(n["activation"])
-        q = (gptq_round(w, full, h) if h is not None
-             else np.clip(np.round(w / full), -127, 127).astype(np.int8))
+        q = gptq_round(w, full, h) if h is not None else grids.codes(w, full, 127)
         # stored [N, K/blk, blk] with scales [N, K/blk, 1] (OpenVINO's layout for grouped
         # compressed weights: it keeps them int8), then Reshape to [N, K] and Transpose
         codes = b.const(np.ascontiguousarray(q.T).reshape(n_dim, k_dim // blk, blk), "wq")

@@ -43,9 +43,12 @@ def register(subparsers) -> None:
                        help="layer-wise learning-rate decay per layer below the head (default 1)")
     train.add_argument("--reinit-top", type=int, default=None, metavar="N",
                        help="re-initialise the top N encoder layers before training (default 0)")
-    train.add_argument("--int8-aware", action="store_true", default=None,
-                       help="train as the INT8 export computes (weights on its grids, "
-                            "activations rounded per token): the INT8 file then follows the model")
+    train.add_argument("--int8-epochs", type=int, default=None, metavar="N",
+                       help="INT8-aware epochs after the FP32 ones: the model learns to compute "
+                            "as the integer INT8 file does, distilling from the FP32 model "
+                            "(default 1; 0 = a plain FP32 model)")
+    train.add_argument("--int8-lr", type=float, default=None,
+                       help="peak learning rate of the INT8-aware phase (default 5e-5)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: one per core; 1 helps on a busy machine)")
     train.add_argument("--no-cache", dest="cache_frozen", action="store_false", default=None,
@@ -77,7 +80,7 @@ _FIELDS = {"data": "data", "base": "base", "freeze_below": "freeze_below", "epoc
            "cache_frozen": "cache_frozen", "use_saved_split": "use_saved_split",
            "init_seed": "init_seed", "label_smoothing": "label_smoothing",
            "layer_decay": "layer_decay", "reinit_top": "reinit_top",
-           "int8_aware": "int8_aware"}
+           "int8_epochs": "int8_epochs", "int8_lr": "int8_lr"}
 
 
 def train_config_from_args(args: argparse.Namespace):

@@ -133,8 +133,9 @@ def _ensure_int8(config: WebExportConfig, run: RunFolder, emit: ProgressFn) -> b
 def _gate_shipped(config: WebExportConfig, run: RunFolder, shipped: Path, max_length: int
                   ) -> tuple[list[dict], dict]:
     """The file the bundle ships, run by ONNX Runtime on the run's validation split (or
-    ``export_data``) against ONNX FP32: label agreement and macro-F1 drop (core/gates.py)."""
-    from core import data
+    ``export_data``) against the export's yardstick (core.export.run_yardstick: the run's own
+    evaluated labels for an INT8-aware run, else ONNX FP32): label agreement and macro-F1 drop."""
+    from core import data, export
     from core.predict import logit_scores
     from core.runtimes import load
 
@@ -147,9 +148,12 @@ def _gate_shipped(config: WebExportConfig, run: RunFolder, shipped: Path, max_le
     fp32 = load(run.onnx("fp32"), max_length=max_length).logits(texts)
     got = load(shipped, max_length=max_length).logits(texts)
     scores = logit_scores(gold, got, fp32)
-    scores["macro_f1_delta"] = scores["macro_f1"] - logit_scores(gold, fp32)["macro_f1"]
+    yardstick = export.run_yardstick(run, config.export_data)
+    verdicts = export.int8_verdicts(scores, got.argmax(-1), logit_scores(gold, fp32)["macro_f1"],
+                                    yardstick, "bundle model")
     scores["eval_size"] = len(texts)
-    return [v.as_dict() for v in gates.quantized(scores, "bundle model")], scores
+    scores["yardstick"] = export.YARDSTICKS[yardstick is not None]
+    return [v.as_dict() for v in verdicts], scores
 
 
 def _check_graph(onnx_path: Path) -> list[str]:

@@ -43,9 +43,11 @@ with st.expander("Advanced recipe (levers measured in bench/results/train_levers
                                        "(1 = one learning rate for all)")
     reinit = a3.number_input("Re-initialise top layers", 0, 48, defaults.reinit_top,
                              help="draw the top N encoder layers afresh (N <= layers - K)")
-    int8_aware = st.checkbox("INT8-aware training", defaults.int8_aware,
-                             help="train as the integer INT8 export computes: its weights are "
-                                  "the model's own and the model learns to carry the rounding")
+    int8_epochs = st.number_input("INT8-aware epochs", 0, 10, defaults.int8_epochs,
+                                  help="after the FP32 epochs, train as the integer INT8 file "
+                                       "computes, distilling from the FP32 model: the shipped "
+                                       "INT8 file is then the model that was validated "
+                                       "(0 = a plain FP32 model, quantized after training)")
 
 key = f"train:{name.strip()}"
 if data.saved_split_params(datasets[dataset]):
@@ -59,7 +61,7 @@ def train_config() -> TrainConfig:
                        epochs=int(epochs), learning_rate=float(lr), batch_size=int(batch),
                        max_length=int(max_length), seed=int(seed),
                        label_smoothing=float(smoothing), layer_decay=float(layer_decay),
-                       reinit_top=int(reinit), int8_aware=bool(int8_aware),
+                       reinit_top=int(reinit), int8_epochs=int(int8_epochs),
                        out_dir=str(paths.runs_dir() / run_name))
 
 
@@ -70,9 +72,11 @@ status = job_panel(key, chart_fields=("loss",))
 if status is not None:
     val_points = [e for e in status.events if e.get("type") == "progress" and "val_macro_f1" in e]
     if val_points:
-        frame = pd.DataFrame([{"epoch": e.get("epoch"), "val macro-F1": e["val_macro_f1"]}
+        frame = pd.DataFrame([{"epoch": e.get("epoch"), "val macro-F1": e["val_macro_f1"],
+                               "phase": "INT8-aware" if e.get("phase") == "int8" else "FP32"}
                               for e in val_points])
-        st.plotly_chart(px.line(frame, x="epoch", y="val macro-F1", markers=True, height=260),
+        st.plotly_chart(px.line(frame, x="epoch", y="val macro-F1", color="phase", markers=True,
+                                height=260),
                         width="stretch")
 
 st.subheader("Trained runs")

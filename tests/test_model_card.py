@@ -205,10 +205,10 @@ def test_the_card_names_recipe_levers_only_when_a_run_used_them(tiny_e5_run, tmp
     assert "recipe levers" not in model_card.run_card(RunFolder(tiny_e5_run))
     run = _copy(tiny_e5_run, tmp_path / "levers")
     metrics = json.loads((run.root / "metrics.json").read_text(encoding="utf-8"))
-    metrics["config"].update(label_smoothing=0.1, reinit_top=1, init_seed=14, int8_aware=True)
+    metrics["config"].update(label_smoothing=0.1, reinit_top=1, init_seed=14, int8_epochs=2,
+                             int8_lr=3e-5)
     (run.root / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     text = model_card.run_card(run)
-    assert ("| recipe levers | label smoothing 0.1, top layers re-initialised: 1, INT8-aware "
-            "(weights on the integer INT8 grids, activations rounded per token; validation and "
-            "test scored that way) |") in text
+    assert "| recipe levers | label smoothing 0.1, top layers re-initialised: 1 |" in text
+    assert ("| INT8-aware phase | 2 epoch(s) at lr 3e-05, distilled from the FP32 model") in text
     assert "14 (initialisation, batch order)" in text

@@ -59,14 +59,15 @@ def test_train_page_trains_a_run_in_the_background(workspace, tiny_e5_dir, seven
     next(n for n in at.number_input if n.label == "Freeze layers below K").set_value(1).run()
     next(t for t in at.text_input if t.label == "Run name").set_value("pagerun").run()
     next(n for n in at.number_input if n.label == "Label smoothing").set_value(0.1).run()
-    next(c for c in at.checkbox if c.label == "INT8-aware training").check().run()
+    next(n for n in at.number_input if n.label == "INT8-aware epochs").set_value(2).run()
     button(at, "Start training").click().run()
     assert not at.exception, at.exception
     status = wait_for("train:pagerun")
     assert status.state == "done", status.error
     metrics = json.loads((workspace / "runs" / "pagerun" / "metrics.json").read_text("utf-8"))
     assert metrics["config"]["label_smoothing"] == pytest.approx(0.1)
-    assert metrics["config"]["int8_aware"] is True
+    assert metrics["config"]["int8_epochs"] == 2
+    assert [r["phase"] for r in metrics["history"]] == ["train", "int8", "int8", "int8"]
     model_config = (workspace / "runs" / "pagerun" / "model" / "config.json").read_text("utf-8")
     assert json.loads(model_config)["studio_int8_aware"] is True
     at.run()

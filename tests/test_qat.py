@@ -31,12 +31,34 @@ def test_grids_are_idempotent_and_the_rounding_passes_gradients():
     assert torch.equal(x.grad, torch.ones_like(x))  # straight-through
 
 
-def _train(base, data, out, int8_aware: bool):
+def test_distill_loss_blends_the_teacher_and_the_labels():
+    """alpha 0 is plain cross-entropy; alpha 1 is the temperature-scaled KL, which is 0 when the
+    student already matches the teacher and pulls the student towards the teacher's logits."""
+    import torch
+    from torch.nn import functional
+
+    torch.manual_seed(0)
+    student = torch.randn(8, 7, requires_grad=True)
+    teacher, labels = torch.randn(8, 7), torch.randint(0, 7, (8,))
+    ce = functional.cross_entropy(student, labels)
+    assert torch.allclose(qat.distill_loss(student, teacher, labels, 2.0, 0.0), ce)
+    assert float(qat.distill_loss(teacher, teacher, labels, 2.0, 1.0)) == pytest.approx(0, abs=1e-6)
+    kl = qat.distill_loss(student, teacher, labels, 2.0, 1.0)
+    p, q = torch.softmax(teacher / 2, -1), torch.log_softmax(student / 2, -1)
+    assert float(kl) == pytest.approx(float((p * (p.log() - q)).sum(-1).mean() * 4), rel=1e-5)
+    kl.backward()  # a small step along -grad moves the student's distribution to the teacher's
+    moved = (student - 0.5 * student.grad).detach()
+    assert float(qat.distill_loss(moved, teacher, labels, 2.0, 1.0)) < float(kl)
+    half = qat.distill_loss(student, teacher, labels, 2.0, 0.5)
+    assert float(half) == pytest.approx(0.5 * float(kl) + 0.5 * float(ce), rel=1e-5)
+
+
+def _train(base, data, out, aware: bool):
     from core.train import TrainConfig, run
 
     run(TrainConfig(data=str(data), base=str(base), out_dir=str(out), epochs=2, freeze_below=1,
                     batch_size=16, max_length=48, learning_rate=5e-4, patience=0, num_threads=1,
-                    int8_aware=int8_aware))
+                    int8_epochs=int(aware), int8_lr=1e-4))
     return out / "model"
 
 
@@ -125,5 +147,36 @@ def test_int8_aware_refuses_a_model_it_cannot_follow():
     class NotAnEncoder(nn.Module):
         base_model = nn.Linear(2, 2)
 
-    with pytest.raises(ConfigError, match="int8_aware needs a BERT-style encoder"):
+    with pytest.raises(ConfigError, match="INT8-aware phase needs a BERT-style encoder"):
         qat.Int8Aware(NotAnEncoder(), 0)
+
+
+def test_export_judges_an_int8_aware_run_by_its_own_evaluated_labels(two_runs, tmp_path):
+    """The INT8 files of an INT8-aware run are checked against the labels and macro-F1 its own
+    training evaluated (what was validated is what runs); a plain run's against FP32; a file
+    whose labels differ from the run's fails the reproduction gate."""
+    from core import export, gates
+    from core.run import RunFolder
+
+    reports = {}
+    for aware, model_dir in two_runs.items():
+        result = export.run(export.ExportConfig(
+            model=str(model_dir.parent), out_dir=str(tmp_path / str(aware)), openvino=False,
+            calibration_size=40, allow_int8_drift=True))
+        reports[aware] = result
+        assert result.int8["yardstick"] == export.YARDSTICKS[aware]
+    integer = next(a for a in reports[True].artifacts if a.name == "onnx_int8_integer")
+    assert [g["gate"] for g in integer.gates] == ["reproduces_run", "f1_drop"]
+    assert integer.metrics["agreement_with_run"] >= gates.MIN_REPRODUCED, integer.metrics
+    assert "the run's own evaluated labels" in reports[True].int8["reason"]
+    plain = next(a for a in reports[False].artifacts if a.name == "onnx_int8_integer")
+    assert [g["gate"] for g in plain.gates] == ["agreement", "f1_drop"]
+    assert "agreement_with_run" not in plain.metrics
+
+    yardstick = export.run_yardstick(RunFolder(two_runs[True].parent), None)
+    assert export.run_yardstick(RunFolder(two_runs[False].parent), None) is None
+    doctored = (yardstick["labels"] + 1) % 7  # every label moved to the next class
+    scores = {"macro_f1": yardstick["macro_f1"]}
+    verdicts = export.int8_verdicts(scores, doctored, 0.0, yardstick, "doctored file")
+    assert scores["agreement_with_run"] == 0 and not verdicts[0].passed
+    assert verdicts[1].passed  # same macro-F1: only the reproduction gate catches it
