@@ -3,9 +3,11 @@
 For each ``--init-seed`` (the split stays the default ``--seed``'s) the FP32 epochs of the default
 recipe run once; every variant then starts from a copy of that same trained FP32 model and runs
 ``core.train.int8_phase`` (the code `python -m core train` runs), so the variants differ only in
-the phase. Rows: the FP32 model (the plain recipe), its INT8 computation before any INT8-aware
-training ("ptq": per-token INT8, round to nearest, the grids of core/quant/grids.py), and each
-phase variant (validation picks its epoch, epoch 0 included). Macro-F1 in points on validation
+the phase. Rows: the FP32 model (the plain recipe); "ptq_file", the integer file the export builds from it
+(post-training per-token INT8 with SmoothQuant and GPTQ); "ptq_sim", the PyTorch simulation of
+per-token INT8 on the FP32 weights (round to nearest, the grids of core/quant/grids.py); and for
+each phase variant (validation picks its epoch, epoch 0 included) its simulation ("_sim") and the
+integer file the export builds from it ("_file", what ships). Macro-F1 in points on validation
 and test; the means over seeds are what the INT8 target compares.
 
     .venv/bin/python bench/int8_phase.py [--seeds 13 14 15] [--out bench/results/int8_phase]
@@ -17,6 +19,7 @@ import argparse
 import copy
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,29 +36,55 @@ VARIANTS = {  # name -> TrainConfig fields of the phase
 }
 
 
-def one_seed(seed: int, variants: dict, base_config) -> list[dict]:
+def _file_scores(trainer, tokenizer, split, config, work: Path, calibration=None) -> dict:
+    """Macro-F1 (points) of the integer INT8 file the export would build from ``trainer``'s
+    model (a copy is saved: the trainer itself stays usable)."""
+    from sklearn.metrics import f1_score
+
+    from core import export
+
+    copied = copy.copy(trainer)
+    copied.model, copied.prefix = copy.deepcopy((trainer.model, trainer.prefix))
+    copied.save(work / "model", tokenizer)
+    parts = {"val": split.val, "test": split.test}
+    logits = export.integer_file_logits(work / "model", work / "int8", config.max_length,
+                                        {p: [r.text for r in rows] for p, rows in parts.items()},
+                                        calibration)
+    ids = {label: i for i, label in enumerate(trainer.labels)}
+    return {p: 100 * f1_score([ids[r.label] for r in rows], logits[p].argmax(-1),
+                              average="macro") for p, rows in parts.items()}
+
+
+def one_seed(seed: int, variants: dict, base_config, work: Path) -> list[dict]:
     from core import train
 
     config = replace(base_config, init_seed=seed, int8_epochs=0)
     t0 = time.perf_counter()
-    fp32, _, _, _ = train.fp32_trainer(config, lambda e: None)
+    fp32, tokenizer, split, _ = train.fp32_trainer(config, lambda e: None)
     outcome = fp32.fit()
     rows = [{"seed": seed, "variant": "fp32", "val": outcome["val"]["macro_f1"] * 100,
              "test": outcome["test"]["macro_f1"] * 100,
              "seconds": round(time.perf_counter() - t0, 1)}]
+    calibration = [r.text for r in split.train][:300]  # what the export calibrates on
+    rows.append({"seed": seed, "variant": "ptq_file", **_file_scores(
+        fp32, tokenizer, split, config, work / f"{seed}-ptq", calibration)})
     for name, fields in variants.items():
         t0 = time.perf_counter()
         copied = copy.copy(fp32)  # same loaders and cache; its own model and prefix
         copied.model, copied.prefix = copy.deepcopy((fp32.model, fp32.prefix))
-        _, out = train.int8_phase(copied, outcome, replace(config, **fields), lambda e: None)
+        trainer, out = train.int8_phase(copied, outcome, replace(config, **fields),
+                                        lambda e: None)
         phase = out["int8_phase"]
-        if not any(r["variant"] == "ptq" for r in rows):
-            rows.append({"seed": seed, "variant": "ptq", "val": phase["ptq"]["val_macro_f1"] * 100,
+        if not any(r["variant"] == "ptq_sim" for r in rows):
+            rows.append({"seed": seed, "variant": "ptq_sim",
+                         "val": phase["ptq"]["val_macro_f1"] * 100,
                          "test": phase["ptq"]["test_macro_f1"] * 100})
-        rows.append({"seed": seed, "variant": name, "val": out["val"]["macro_f1"] * 100,
+        rows.append({"seed": seed, "variant": f"{name}_sim", "val": out["val"]["macro_f1"] * 100,
                      "test": out["test"]["macro_f1"] * 100, "best_epoch": phase["best_epoch"],
                      "seconds": round(time.perf_counter() - t0, 1)})
-        print(rows[-1], flush=True)
+        rows.append({"seed": seed, "variant": f"{name}_file", **_file_scores(
+            trainer, tokenizer, split, config, work / f"{seed}-{name}")})
+        print(rows[-2], rows[-1], flush=True)
     return rows
 
 
@@ -116,10 +145,11 @@ def main(argv=None) -> int:
     result = {"command": "python bench/int8_phase.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "cpu": cpu_info(), "seeds": args.seeds,
               "variants": variants, "rows": []}
-    for seed in args.seeds:
-        result["rows"] += one_seed(seed, variants, base_config)
-        result["summary"] = summary(result["rows"])
-        write_results(args.out, result, markdown(result))  # after every seed: a cut run keeps
+    with tempfile.TemporaryDirectory() as work:
+        for seed in args.seeds:
+            result["rows"] += one_seed(seed, variants, base_config, Path(work))
+            result["summary"] = summary(result["rows"])
+            write_results(args.out, result, markdown(result))  # after every seed: a cut run keeps
     print(markdown(result))
     return 0
 

@@ -179,6 +179,37 @@ def _mb(path: Path) -> float:
     return round(size / 1e6, 2)
 
 
+def integer_file_logits(model_dir: Path, work: Path, max_length: int,
+                        texts: dict[str, list[str]], calibration: list[str] | None = None
+                        ) -> dict[str, np.ndarray]:
+    """Build the integer INT8 file the export builds (FP32 ONNX at the default opset, ORT's
+    fusion, the per-token integer recipe: on the model's own grid for an INT8-aware model, or,
+    given ``calibration`` sentences, SmoothQuant + GPTQ for a plain one) in the new folder
+    ``work`` (inside the run, beside ``model_dir``'s folder) and return its logits on each list of
+    ``texts``, computed as the export computes them. Training scores its INT8 model this way:
+    the PyTorch simulation and ONNX Runtime round a few activations differently, and 12 quantized
+    layers amplify that to ~1.5% of labels (docs/int8.md), so only the file itself can say what
+    the file will predict."""
+    from core import quantize
+    from core.onnx_export import export_onnx, optimize
+    from core.runtimes import load
+
+    work.mkdir(parents=True)
+    unfused, fused, int8 = work / "model.onnx", work / "model_optimized.onnx", work / "int8.onnx"
+    export_onnx(model_dir, unfused, ExportConfig.__dataclass_fields__["opset"].default,
+                max_length)
+    optimize(unfused, fused, model_dir)
+    if calibration is None:
+        quantize.integer_int8(fused, int8, [], on_grid=True)
+    else:
+        from core import quant_recipes as qr
+
+        batches = qr.encode_batches(model_dir, calibration, max_length=max_length)
+        quantize.integer_int8(fused, int8, batches, on_grid=False)
+    runtime = load(int8, max_length=max_length, precision="int8")
+    return {part: runtime.logits(lines) for part, lines in texts.items()}
+
+
 def run_yardstick(run: RunFolder, data: str | None) -> dict | None:
     """What an INT8 file is judged against. For an INT8-aware run (core/qat.py) scored on its own
     validation split: the labels and macro-F1 (points) its training evaluated, since the INT8

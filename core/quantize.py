@@ -41,11 +41,12 @@ def integer_int8(src: Path, dst: Path, batches, on_grid: bool = False) -> dict:
     batch, and no integer product saturates on AVX2 kernels. ``src``: the fused graph;
     ``batches``: calibration feeds (quant_recipes.encode_batches). ``on_grid``: the model was
     trained INT8-aware (core/qat.py), its weights already on the recipe's grids: no SmoothQuant,
-    which would rescale them off it, so the file computes with the model's own weights. Returns
-    what was done."""
+    which would rescale them off it, and no GPTQ, which gives on-grid weights back unchanged
+    (tests/test_qat.py), so the file computes with the model's own weights and ``batches`` is not
+    needed. Returns what was done."""
     from core import quant_recipes as qr
 
-    recipe = {**qr.DEFAULT_PER_TOKEN, **({"smooth_alpha": None} if on_grid else {})}
+    recipe = {**qr.DEFAULT_PER_TOKEN, **({"smooth_alpha": None, "gptq": False} if on_grid else {})}
     return qr.per_token_int8(src, dst, batches, **recipe)
 
 

@@ -143,7 +143,8 @@ class TrainResult:
     # export checks that its INT8 file reproduces them
     predictions: dict = field(default_factory=dict)
     # the INT8-aware phase (None without one): the FP32 model's scores before it ("fp32"), the
-    # INT8 computation's on the FP32 weights ("ptq", its epoch 0), its epochs and seconds
+    # INT8 computation's on the FP32 weights ("ptq", its epoch 0), its epochs and seconds, and
+    # the PyTorch simulation's scores ("simulated"; val and test above are the INT8 file's)
     int8_phase: dict | None = None
 
 
@@ -308,8 +309,9 @@ class Trainer:
         return {i: row for i, (_, row) in self._predict(part)[0].items()}
 
     def evaluate(self, part: str) -> tuple[dict, list[int]]:
-        """(metrics, predicted label ids in split order) on a whole split. Every process scores all of it with the unwrapped model (no
-        collectives, no uneven gathers), so every process takes the same early-stopping step."""
+        """(metrics, predicted label ids in split order) on a whole split. Every process scores
+        all of it with the unwrapped model (no collectives, no uneven gathers), so every process
+        takes the same early-stopping step."""
         scored, loss_sum, count = self._predict(part)
         order = sorted(scored)
         golds = [scored[i][0] for i in order]
@@ -443,7 +445,8 @@ class Trainer:
         best_row = max(history, key=lambda r: (r["val_macro_f1"], -r["epoch"]))
         val, val_preds = self.evaluate("val")  # = the best epoch's (eval mode is deterministic)
         test, test_preds = self.evaluate("test") if len(self.loaders["test"]) else (None, [])
-        return {"best_epoch": best_row["epoch"], "epochs_run": sum(r["epoch"] > 0 for r in history),
+        return {"best_epoch": best_row["epoch"],
+                "epochs_run": sum(r["epoch"] > 0 for r in history),
                 "stopped_early": stopped, "val": val, "test": test, "history": history,
                 "epoch_seconds": [r["seconds"] for r in history if r["epoch"]],
                 "predictions": {"val": val_preds, "test": test_preds}}
@@ -589,6 +592,40 @@ def int8_phase(fp32: Trainer, outcome: dict, config: TrainConfig, emit: Progress
                      "int8_phase": summary}
 
 
+def _score_int8_file(outcome: dict, staging: Path, split, labels: list[str], max_length: int,
+                     emit: ProgressFn) -> None:
+    """An INT8-aware run reports and records what its exported integer file computes: validation
+    and test are scored by that file (core.export.integer_file_logits) in place of the PyTorch
+    simulation, whose scores stay in ``int8_phase["simulated"]`` with the share of labels the
+    two agree on."""
+    import shutil
+
+    import numpy as np
+
+    from core import export
+
+    emit({"message": "scoring the integer INT8 file on validation and test"})
+    parts = {part: getattr(split, part) for part in ("val", "test") if getattr(split, part)}
+    work = staging / ".int8-file"
+    try:
+        logits = export.integer_file_logits(staging / "model", work, max_length,
+                                            {p: [r.text for r in rows] for p, rows in parts.items()})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ids = {label: i for i, label in enumerate(labels)}
+    simulated = outcome["int8_phase"]["simulated"] = {}
+    for part, rows in parts.items():
+        gold = np.array([ids[r.label] for r in rows])
+        z = logits[part] - logits[part].max(-1, keepdims=True)
+        log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        preds = logits[part].argmax(-1).tolist()
+        metrics = classification_metrics(gold.tolist(), preds, labels)
+        metrics["loss"] = float(-log_probs[np.arange(len(gold)), gold].mean())
+        simulated[part] = {"macro_f1": outcome[part]["macro_f1"], "agreement_with_file": float(
+            np.mean(np.array(preds) == np.array(outcome["predictions"][part])))}
+        outcome[part], outcome["predictions"][part] = metrics, preds
+
+
 def fp32_trainer(config: TrainConfig, emit: ProgressFn):
     """Everything before the first epoch: data, split, model, frozen prefix, loaders. Returns
     (the Trainer of the FP32 epochs, not fitted yet, tokenizer, split, how it was split)."""
@@ -641,6 +678,10 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
     outcome = trainer.fit()
     if config.int8_epochs:
         trainer, outcome = int8_phase(trainer, outcome, config, emit)
+    if staging is not None:  # the main process writes the new run folder
+        trainer.save(staging / "model", tokenizer)
+        if config.int8_epochs:
+            _score_int8_file(outcome, staging, split, trainer.labels, config.max_length, emit)
     run_dir = config.run_dir()
     result = TrainResult(
         run_dir=str(run_dir), model_dir=str(run_dir / "model"), labels=trainer.labels,
@@ -648,8 +689,7 @@ def _train(config: TrainConfig, emit: ProgressFn, staging: Path | None) -> Train
         trainable_params=prefix.trainable, total_params=prefix.total,
         train_seconds=round(time.perf_counter() - started, 2), split_sizes=split.sizes(),
         processes=trainer.acc.num_processes, examples_seen=trainer.examples_seen, **outcome)
-    if staging is not None:  # the main process writes the new run folder
-        trainer.save(staging / "model", tokenizer)
+    if staging is not None:
         metrics = {**asdict(result), "config": asdict(config), "split": how}
         paths.atomic_write_text(staging / "metrics.json",
                                 json.dumps(metrics, ensure_ascii=False, indent=2))
