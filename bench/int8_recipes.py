@@ -5,7 +5,8 @@ onnx/model_optimized.onnx fused FP32), this script:
 
 1. runs the per-node sensitivity report (core.quant_recipes.sensitivity_report, simulated dynamic
    INT8 one node at a time) and the cheap proxy on calibration sentences from the training split;
-2. builds every candidate recipe (core/quant_recipes.py) into RUN/int8_recipes/;
+2. builds every candidate recipe (core/quant_recipes.py, the research ones in
+   bench/int8_research.py) into RUN/int8_recipes/;
 3. measures each one: file MB, integer-op counts (in the file and after ONNX Runtime's fusions),
    label agreement with ONNX FP32 and macro-F1 on the validation split at batch 1 (one sentence a
    call, as the browser and the Demo run it) and at batch 32 (what the export gates measure),
@@ -38,7 +39,9 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))  # int8_research (already there when run as a script)
 
+import int8_research as research  # noqa: E402
 from core import quant_recipes as qr  # noqa: E402
 from core.bench.measure import write_results  # noqa: E402
 
@@ -94,7 +97,7 @@ def _smooth_then(ctx: Context, dst: Path, src: Path, alpha: float, **dyn) -> dic
 def _outlier_then(ctx: Context, dst: Path, channels: int, roles, smooth: float | None = None):
     src = ctx.unfused
     tmp1 = dst.with_suffix(".split.onnx")
-    info = qr.outlier_split(src, tmp1, ctx.calib, channels=channels, roles=roles)
+    info = research.outlier_split(src, tmp1, ctx.calib, channels=channels, roles=roles)
     if smooth is not None:
         tmp2 = dst.with_suffix(".smoothed.onnx")
         qr.smooth_quant(tmp1, tmp2, ctx.calib, alpha=smooth)
@@ -112,7 +115,7 @@ def candidate_specs() -> list[tuple[str, str, object]]:
     specs = [
         ("weight_only_nbits", "MatMulNBits 8-bit, block 64, accuracy_level 0 (dequantized inside "
          "each call), per-tensor int8 embeddings, unfused source (the weight-only file until "
-         "2026-12-03)", lambda c, d: qr.nbits_weight_only(c.unfused, d)),
+         "2026-12-03)", lambda c, d: research.nbits_weight_only(c.unfused, d)),
     ]
     for block, gptq in ((64, False), (64, True), (128, True), (0, True)):
         grid = f"block {block}" if block else "per column"
@@ -157,7 +160,7 @@ def candidate_specs() -> list[tuple[str, str, object]]:
          lambda c, d: _outlier_then(c, d, 8, ("q", "k", "v", "attn_out", "ffn_up", "ffn_down"))),
         ("static_qdq_percentile", "quantize_static QDQ, per-channel weights, percentile 99.99 "
          "calibration (padded batches), unfused",
-         lambda c, d: qr.static_qdq(c.unfused, d, c.calib_padded)),
+         lambda c, d: research.static_qdq(c.unfused, d, c.calib_padded)),
         ("smooth50_static_qdq", "SmoothQuant 0.5 (unfused) then static QDQ percentile",
          lambda c, d: _smooth_static(c, d, 0.5)),
         ("perchannel_rr_gptq_fused", "per-channel 7-bit weights (reduce_range: no int16 "
@@ -169,10 +172,10 @@ def candidate_specs() -> list[tuple[str, str, object]]:
     ]
     for src in ("fused", "unfused"):
         for rr in (True, False):
-            specs.append((f"outlier_aware_{src}{'_rr' if rr else ''}", "core.quant_recipes."
+            specs.append((f"outlier_aware_{src}{'_rr' if rr else ''}", "int8_research."
                           f"outlier_aware_int8 on the {src} graph (FFN outlier split 16/4, "
                           f"SmoothQuant 0.7 on Q/K/V, per-channel {7 if rr else 8}-bit weights, "
-                          "GPTQ)", lambda c, d, s=src, r=rr: qr.outlier_aware_int8(
+                          "GPTQ)", lambda c, d, s=src, r=rr: research.outlier_aware_int8(
                               getattr(c, s), d, c.calib, reduce_range=r)))
     specs.append(("per_token_default", "core.quantize.integer_int8, what the export builds: "
                   "per-token int8 activations (MatMulInteger, MultiHeadAttention), SmoothQuant "
@@ -199,12 +202,13 @@ def candidate_specs() -> list[tuple[str, str, object]]:
                       "GPTQ block-128 int8 weights", lambda c, d, k=k: _per_token_keep_folded(
                           c, d, k)))
     specs.append(("outlier_aware_fused_rr_nogptq", "outlier_aware_int8, fused, 7-bit weights, "
-                  "without GPTQ re-rounding", lambda c, d: qr.outlier_aware_int8(
+                  "without GPTQ re-rounding", lambda c, d: research.outlier_aware_int8(
                       c.fused, d, c.calib, gptq=False)))
     for down, up, attn in ((32, 8, 0), (16, 4, 8), (32, 8, 8), (64, 16, 16)):
         specs.append((f"outlier_aware_fused_rr_d{down}u{up}a{attn}", "outlier_aware_int8, fused, "
                       f"7-bit weights, split channels: FFN-down {down}, FFN-up {up}, attention "
-                      f"output {attn}", lambda c, d, a=(down, up, attn): qr.outlier_aware_int8(
+                      f"output {attn}",
+                      lambda c, d, a=(down, up, attn): research.outlier_aware_int8(
                           c.fused, d, c.calib, split_down=a[0], split_up=a[1], split_attn=a[2])))
     return specs
 
@@ -221,7 +225,7 @@ def _per_token_keep_folded(ctx: Context, dst: Path, k: int) -> dict:
 def _gptq_then(ctx: Context, dst: Path, src: Path, **dyn) -> dict:
     tmp = dst.with_suffix(".dyn.onnx")
     qr.dynamic(src, tmp, **dyn)
-    info = qr.gptq_refine(src, tmp, dst, ctx.calib)
+    info = research.gptq_refine(src, tmp, dst, ctx.calib)
     tmp.unlink()
     return info
 
@@ -229,7 +233,7 @@ def _gptq_then(ctx: Context, dst: Path, src: Path, **dyn) -> dict:
 def _smooth_static(ctx: Context, dst: Path, alpha: float):
     tmp = dst.with_suffix(".smoothed.onnx")
     qr.smooth_quant(ctx.unfused, tmp, ctx.calib, alpha=alpha)
-    qr.static_qdq(tmp, dst, ctx.calib_padded)
+    research.static_qdq(tmp, dst, ctx.calib_padded)
     tmp.unlink()
 
 
@@ -511,7 +515,7 @@ def main() -> int:
     unfused = run / "onnx" / "model.onnx"
     print(f"sensitivity report on {len(sens_texts)} sentences ...", flush=True)
     report = qr.sensitivity_report(unfused, sens, threads=args.threads)
-    proxy = qr.proxy_sensitivity(unfused, sens, threads=args.threads)
+    proxy = research.proxy_sensitivity(unfused, sens, threads=args.threads)
     full_rank = [r["name"] for r in report["nodes"] if r["op_type"] in ("MatMul", "Gemm")]
     proxy["spearman"] = spearman(full_rank, [r["name"] for r in proxy["nodes"]])
     print(f"  report {report['seconds']} s, proxy {proxy['seconds']} s, "

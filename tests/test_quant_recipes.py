@@ -1,15 +1,21 @@
 """core.quant_recipes on the 2-layer e5 cut: the sensitivity report covers every quantizable node
-and its simulation is the real dynamic INT8 arithmetic; SmoothQuant and the outlier split keep the
-FP32 function; the recommended recipe's graph computes with integer matmuls (no timing here)."""
+and its simulation is the real dynamic INT8 arithmetic; SmoothQuant and the outlier split
+(bench/int8_research.py) keep the FP32 function; the recommended recipe's graph computes with
+integer matmuls (no timing here)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core import quant_recipes as qr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import int8_research  # noqa: E402  (bench/: the research recipes, outlier_split among them)
 
 TEXTS = ["오늘 정말 기분이 좋아", "시험에 합격해서 너무 기뻐요", "친구가 약속을 또 어겼어",
          "내일 발표가 걱정돼서 잠이 안 와", "회의는 세 시에 시작합니다", "택배가 아직 안 왔어요",
@@ -92,7 +98,7 @@ def test_smooth_quant_and_outlier_split_keep_the_function(tiny_graphs, tmp_path)
         assert info["groups"] and any(g["folded"] for g in info["groups"])  # attn-out into V
         assert np.abs(qr.run_logits(dst, batches) - ref).max() < 1e-4
     split = tmp_path / "split.onnx"
-    info = qr.outlier_split(unfused, split, batches, channels=4)
+    info = int8_research.outlier_split(unfused, split, batches, channels=4)
     assert len(info["keep_fp32"]) == 2  # one side MatMul per FFN-down
     assert np.abs(qr.run_logits(split, batches) - ref).max() < 1e-4
 
