@@ -44,15 +44,23 @@ for a in report["artifacts"]:
     m = a["metrics"]
     rows.append({"artifact": a["name"], "size MB": a["size_mb"],
                  "ratio to FP32": m.get("size_ratio"), "accuracy %": m["accuracy"],
-                 "macro-F1 %": m["macro_f1"], "ΔF1 vs FP32": m.get("macro_f1_delta"),
-                 "agreement %": m.get("agreement"), "max |Δlogit|": m.get("max_abs_diff"),
+                 "macro-F1 %": m["macro_f1"], "ΔF1 vs yardstick": m.get("macro_f1_delta"),
+                 "agreement with FP32 %": m.get("agreement"),
+                 "= run's labels %": m.get("agreement_with_run"),
+                 "max |Δlogit|": m.get("max_abs_diff"),
                  "seconds": a["seconds"], "notes": "; ".join(a.get("warnings", []))})
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.caption(f"Gates ran on {report['eval_size']} validation sentences. "
            f"Fused operators: {report.get('fused_ops') or 'none'}")
 if report.get("int8"):
     st.info(f"**onnx/model_quantized.onnx** (used by the browser bundle and the Demo) is the "
-            f"**{report['int8']['method']}** INT8: {report['int8']['reason']}.")
+            f"**{report['int8']['method']}** INT8: {report['int8']['reason']}. The INT8 files "
+            f"were judged against {report['int8'].get('yardstick') or 'the FP32 model'}.")
+    if report["int8"]["method"] == "weight-only":
+        st.error("The shipped weight-only INT8 is INT8 on disk only: ONNX Runtime decodes its "
+                 "weights to float when it loads the file, so it runs at FP32 speed and holds "
+                 "more memory than the FP32 file (docs/int8.md). Train with INT8-aware epochs "
+                 "for an integer INT8 file that passes its gates.")
 for warning in report.get("warnings", []):
     st.error(warning)
 shipped = report.get("int8") or {}
