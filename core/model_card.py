@@ -258,10 +258,12 @@ def _bundle_text(report: dict | None) -> str:
                 "or the Web bundle page).\n")
     b, s = report.get("breakdown_bytes") or {}, report.get("scores") or {}
     parts = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in b.items() if v)
+    whom, agree = (("the labels the run's own evaluation computed", "agreement_with_run")
+                   if "agreement_with_run" in s else ("ONNX FP32", "agreement"))
     return (f"Browser bundle: {report.get('total_bytes', 0) / 1e6:.1f} MB in all (MB: {parts}). "
             f"Its model file, run by ONNX Runtime on {s.get('eval_size', '?')} sentences at "
-            f"{report.get('max_length')} tokens, agrees with ONNX FP32 on "
-            f"{s.get('agreement', float('nan')):.2f}% of them (ΔF1 "
+            f"{report.get('max_length')} tokens, agrees with {whom} on "
+            f"{s.get(agree, float('nan')):.2f}% of them (ΔF1 "
             f"{s.get('macro_f1_delta', float('nan')):+.2f} points). Gates:\n\n"
             + _verdicts(report.get("gates") or []))
 

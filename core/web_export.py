@@ -289,7 +289,7 @@ def _build(config: WebExportConfig, run: RunFolder, tmp: Path, vendor: Path, emi
     _fill(tmp, run.model_dir, onnx_path, vendor)
     _align_max_length(tmp, max_length)
     paths.atomic_write_text(tmp / FACTS, json.dumps(facts, ensure_ascii=False, indent=2))
-    emit({"done": 3, "total": 5, "message": "checking the shipped model against FP32"})
+    emit({"done": 3, "total": 5, "message": "checking the shipped model against its yardstick"})
     verdicts, scores = _gate_shipped(config, run, tmp / INT8_PATH, max_length)
     template = (TEMPLATE_DIR / "README.md").read_text(encoding="utf-8")
     # README.md becomes the model card (a bare model folder, with no metrics.json, keeps the

@@ -119,8 +119,11 @@ def small_dataset(tmp_path_factory) -> Path:
 def _train_tiny_run(base: Path, out: Path, data: Path) -> Path:
     from core.train import TrainConfig, run
 
+    # a plain FP32 run (no INT8-aware phase): the path a model from elsewhere takes through the
+    # export; the default INT8-aware run's export and bundle are tested in test_qat.py
     run(TrainConfig(data=str(data), base=str(base), out_dir=str(out), epochs=2, freeze_below=1,
-                    batch_size=16, max_length=48, learning_rate=5e-4, patience=0, num_threads=1))
+                    batch_size=16, max_length=48, learning_rate=5e-4, patience=0, num_threads=1,
+                    int8_epochs=0))
     return out
 
 

@@ -189,3 +189,19 @@ def test_export_judges_an_int8_aware_run_by_its_own_evaluated_labels(two_runs, t
     verdicts = export.int8_verdicts(scores, doctored, 0.0, yardstick, "doctored file")
     assert scores["agreement_with_run"] == 0 and not verdicts[0].passed
     assert verdicts[1].passed  # same macro-F1: only the reproduction gate catches it
+
+
+def test_bundle_of_an_int8_aware_run_ships_its_integer_file(two_runs, tmp_path):
+    """The web export gates the file it ships by the same yardstick: an INT8-aware run's
+    integer file, reproducing the run's own labels."""
+    from core import export, web_export
+
+    run = two_runs[True].parent
+    result = web_export.run(web_export.WebExportConfig(model=str(run), out_dir=str(tmp_path / "b"),
+                                                       examples=0))
+    report = json.loads((tmp_path / "b" / "bundle_report.json").read_text(encoding="utf-8"))
+    assert report["scores"]["yardstick"] == export.YARDSTICKS[True]
+    assert report["scores"]["agreement_with_run"] == 100.0
+    assert [g["gate"] for g in report["gates"]][:2] == ["reproduces_run", "f1_drop"]
+    assert json.loads((run / "export_report.json").read_text(encoding="utf-8"))["int8"][
+        "method"] == "integer" and result is not None

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _config(base, data, out, **kw) -> TrainConfig:
     defaults = dict(data=str(data), base=str(base), out_dir=str(out), freeze_below=1, epochs=6,
                     learning_rate=1e-3, batch_size=8, max_length=48, patience=0, val_frac=0.2,
-                    test_frac=0.1, log_every=2)
+                    test_frac=0.1, log_every=2, int8_epochs=0)  # the FP32 loop (test_qat: phase)
     return TrainConfig(**{**defaults, **kw})
 
 
