@@ -210,19 +210,19 @@ def integer_file_logits(model_dir: Path, work: Path, max_length: int,
     return {part: runtime.logits(lines) for part, lines in texts.items()}
 
 
-def run_yardstick(run: RunFolder, data: str | None) -> dict | None:
+def run_yardstick(run: RunFolder, data: str | None, part: str = "val") -> dict | None:
     """What an INT8 file is judged against. For an INT8-aware run (core/qat.py) scored on its own
-    validation split: the labels and macro-F1 (points) its training evaluated, since the INT8
-    computation *is* that model. Otherwise (a plain run, another labeled set, or an INT8-aware
-    run trained before runs recorded their labels) None: the FP32 model is the yardstick."""
+    ``part`` split ("val" or "test"): the labels and macro-F1 (points) its training evaluated,
+    since the INT8 computation *is* that model. Otherwise (a plain run, another labeled set, or
+    an INT8-aware run trained before runs recorded their labels) None: FP32 is the yardstick."""
     config = json.loads((run.model_dir / "config.json").read_text(encoding="utf-8"))
     if data or not qat.is_int8_aware(config):
         return None
     m = run.metrics()
-    labels = (m.get("predictions") or {}).get("val")
-    if labels is None:
+    labels = (m.get("predictions") or {}).get(part)
+    if labels is None or not m.get(part):
         return None
-    return {"labels": np.asarray(labels), "macro_f1": m["val"]["macro_f1"] * 100}
+    return {"labels": np.asarray(labels), "macro_f1": m[part]["macro_f1"] * 100}
 
 
 YARDSTICKS = {True: "the run's own evaluated labels and macro-F1 (an INT8-aware run: its INT8 "
@@ -246,11 +246,13 @@ def int8_verdicts(scores: dict, pred: np.ndarray, fp32_f1: float, yardstick: dic
     return gates.quantized(scores, name, against_run=True)
 
 
-def _judge(ctx: _Context, art: Artifact, fp32: Artifact, logits: np.ndarray) -> None:
-    """ΔF1, size ratio and the reduced-precision verdicts of ``art`` against its yardstick."""
+def _judge(ctx: _Context, art: Artifact, fp32: Artifact, logits: np.ndarray,
+           yardstick: dict | None) -> None:
+    """ΔF1, size ratio and the reduced-precision verdicts of ``art`` against ``yardstick``
+    (:func:`run_yardstick`; None: ONNX FP32)."""
     art.metrics["size_ratio"] = round(art.size_mb / fp32.size_mb, 3)
     verdicts = int8_verdicts(art.metrics, logits.argmax(-1), fp32.metrics["macro_f1"],
-                             ctx.yardstick, art.name)
+                             yardstick, art.name)
     art.gates = [v.as_dict() for v in verdicts]
     art.warnings = gates.failures(verdicts)
 
@@ -318,7 +320,7 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
         make(path)
         arts[method] = ctx.gate(name, path, time.perf_counter() - t0,
                                 ctx.load(path, precision="int8"), ctx.fp32_logits)
-        _judge(ctx, arts[method], fp32, ctx.last_logits)
+        _judge(ctx, arts[method], fp32, ctx.last_logits, ctx.yardstick)
     method = cfg.int8_method
     if method == "auto":  # the fastest method that is accurate enough
         ok = [m for m in AUTO_ORDER if not arts[m].warnings]
@@ -350,7 +352,8 @@ def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
     seconds = time.perf_counter() - t0
     for name, path in (("openvino_fp32", ov_fp32), ("openvino_int8", ov_int8)):
         art = ctx.gate(name, path, seconds, ctx.load(path), ctx.fp32_logits)
-        _judge(ctx, art, fp32, ctx.last_logits)
+        # converted from the FP32 ONNX graph (not from the run's INT8 model): judged against it
+        _judge(ctx, art, fp32, ctx.last_logits, None)
 
 
 def _copy_model_metadata(model_dir: Path, out: Path) -> None:

@@ -205,3 +205,25 @@ def test_bundle_of_an_int8_aware_run_ships_its_integer_file(two_runs, tmp_path):
     assert [g["gate"] for g in report["gates"]][:2] == ["reproduces_run", "f1_drop"]
     assert json.loads((run / "export_report.json").read_text(encoding="utf-8"))["int8"][
         "method"] == "integer" and result is not None
+
+
+def test_benchmark_judges_an_int8_aware_run_by_its_own_labels(two_runs, tmp_path):
+    """The benchmark's accuracy check follows the export: for an INT8-aware run the rows are
+    compared with the labels the run evaluated (here on a subset of its test split), and the
+    shipped integer file reproduces them."""
+    from core import export
+    from core.bench import benchmark
+
+    run = two_runs[True].parent
+    if not (run / "onnx" / "model_quantized.onnx").is_file():
+        export.run(export.ExportConfig(model=str(run), openvino=False, calibration_size=40))
+    result = benchmark.run(benchmark.BenchConfig(str(run), runtimes=("pytorch", "ort-int8"),
+                                                 quick=True, eval_size=16, serving=False,
+                                                 out_dir=str(tmp_path / "bench"), png=False))
+    results = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))
+    rows = {rt["key"]: rt for rt in results["runtimes"]}
+    assert rows["ort-int8"]["agreement_with_run"] == 100.0
+    assert rows["ort-int8"]["f1_delta_vs_run"] == pytest.approx(0.0, abs=1e-9)
+    assert "agreement_with_run" not in rows["pytorch"]  # the baseline: the FP32 twin
+    assert result.targets["yardstick"] == "run"
+    assert results["eval"]["yardstick"] == export.YARDSTICKS[True]

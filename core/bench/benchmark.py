@@ -228,15 +228,26 @@ def _start(specs: list[RowSpec], wspecs: dict, skipped: list, emit) -> tuple[lis
     return workers, runtimes
 
 
-def _quality(workers: list, runtimes: list, texts: list[str], gold: np.ndarray, emit) -> None:
-    """Accuracy/macro-F1 of each runtime; agreement and max logit diff against PyTorch."""
+def _quality(workers: list, runtimes: list, texts: list[str], gold: np.ndarray, emit,
+             run_labels: np.ndarray | None = None) -> None:
+    """Accuracy/macro-F1 of each runtime; agreement and max logit diff against PyTorch. For an
+    INT8-aware run (``run_labels``: the labels its own evaluation computed, core.export.
+    run_yardstick) also ``agreement_with_run`` (%) and ``f1_delta_vs_run`` (points): that
+    model is the INT8 computation, and PyTorch runs its FP32 twin."""
     logits = {}
     for i, worker in enumerate(workers):
         emit({"done": i, "total": len(workers), "message": f"scoring {worker.spec['key']}"})
         logits[worker.spec["key"]] = worker.logits(texts)
     ref = logits.get(BASELINE)
+    if run_labels is not None:  # the run's labels as one-hot logits: its macro-F1 here
+        width = next(iter(logits.values())).shape[1]
+        run_f1 = scores(gold, np.eye(width, dtype=np.float32)[run_labels], None)["macro_f1"]
     for rt in runtimes:
         rt.update(scores(gold, logits[rt["key"]], None if rt["key"] == BASELINE else ref))
+        if run_labels is not None and rt["key"] != BASELINE:
+            rt["agreement_with_run"] = float((logits[rt["key"]].argmax(-1) == run_labels).mean()
+                                             ) * 100
+            rt["f1_delta_vs_run"] = rt["macro_f1"] - run_f1
 
 
 def _serving(workers: list, runtimes: list, texts: list[str], seq_len: int, config, emit) -> list:
@@ -264,10 +275,11 @@ def _serving(workers: list, runtimes: list, texts: list[str], seq_len: int, conf
     return rows
 
 
-def _measure_all(workers, runtimes, texts, gold, cases, batches, config, emit) -> list[dict]:
+def _measure_all(workers, runtimes, texts, gold, cases, batches, config, emit,
+                 run_labels=None) -> list[dict]:
     samples = measure(workers, {n: c["text"] for n, c in cases.items()}, batches, config.plan(),
                       emit)
-    _quality(workers, runtimes, texts, gold, emit)
+    _quality(workers, runtimes, texts, gold, emit, run_labels)
     for worker, rt in zip(workers, runtimes):  # after timing and scoring, before serving
         rt.update(worker.memory())
     rows = build_rows(runtimes, samples)
@@ -288,14 +300,18 @@ def run(config: BenchConfig, on_progress: ProgressFn | None = None) -> BenchResu
 def _run(config: BenchConfig, run: RunFolder, emit: ProgressFn) -> BenchResult:
     from core.bench import report as bench_report
     from core.bench.inputs import eval_set, pick_batches, pick_cases
+    from core.export import YARDSTICKS, run_yardstick
 
     out = Path(config.out_dir) if config.out_dir else \
         run.bench_dir / time.strftime("%Y%m%d-%H%M%S")
     (out / "logs").mkdir(parents=True, exist_ok=True)
     threads = config.threads or os.cpu_count() or 1
     emit({"done": 0, "total": 1, "message": "choosing sentences"})
-    texts, gold, labels, source = eval_set(run, config.data,
-                                           config.eval_size or (64 if config.quick else None))
+    texts, gold, labels, source, picked = eval_set(
+        run, config.data, config.eval_size or (64 if config.quick else None))
+    yardstick = run_yardstick(run, config.data, source["split"])
+    run_labels = None if yardstick is None else (
+        yardstick["labels"] if picked is None else yardstick["labels"][picked])
     cases, lengths = pick_cases(run.model_dir, texts)
     batches = pick_batches(texts, lengths, config.plan().batch_sizes)
     specs = [RUNTIMES[k] for k in dict.fromkeys(config.runtimes)]
@@ -307,7 +323,8 @@ def _run(config: BenchConfig, run: RunFolder, emit: ProgressFn) -> BenchResult:
     load_before = machine(threads)["load_avg"]
     workers, runtimes = _start(specs, wspecs, skipped, emit)
     try:
-        rows = _measure_all(workers, runtimes, texts, gold, cases, batches, config, emit)
+        rows = _measure_all(workers, runtimes, texts, gold, cases, batches, config, emit,
+                            run_labels)
     finally:
         for worker in workers:
             getattr(worker, "begin_close", lambda: None)()
@@ -318,7 +335,8 @@ def _run(config: BenchConfig, run: RunFolder, emit: ProgressFn) -> BenchResult:
         "model": str(run.root), "command": command_line(config), "config": asdict(config),
         "plan": asdict(config.plan()),
         "machine": {**machine(threads), "load_avg_before": load_before, "env": worker_env()},
-        "eval": {**source, "size": len(texts), "labels": labels}, "cases": cases,
+        "eval": {**source, "size": len(texts), "labels": labels,
+                 "yardstick": YARDSTICKS[yardstick is not None]}, "cases": cases,
         "runtimes": runtimes, "results": rows, "skipped": skipped,
         "targets": bench_targets(rows, runtimes, BASELINE)}
     emit({"done": 1, "total": 1, "message": "writing the report"})

@@ -10,7 +10,8 @@ from core.errors import ConfigError
 
 
 def eval_set(run, data: str | None, limit: int | None):
-    """(texts, gold label ids, labels, source): the labeled sentences accuracy is measured on.
+    """(texts, gold label ids, labels, source, picked): the labeled sentences accuracy is measured
+    on; ``picked``: their indices in the split (None: all of it, in order).
 
     ``data`` given: that whole file. Otherwise the run's own test split (``RunFolder.saved_split``;
     a run without metrics.json is refused there); validation split if the test split is empty.
@@ -29,12 +30,13 @@ def eval_set(run, data: str | None, limit: int | None):
     if not records:
         raise ConfigError(f"bench: no labeled sentences with the model's labels ({labels}) in "
                           f"{name or 'the seed set'}; pass --data with a labeled JSONL file")
+    picked = None
     if limit and len(records) > limit:
-        keep = np.unique(np.linspace(0, len(records) - 1, limit).round().astype(int))
-        records = [records[i] for i in keep]
+        picked = np.unique(np.linspace(0, len(records) - 1, limit).round().astype(int))
+        records = [records[i] for i in picked]
     source = {"dataset": str(name or "seed"), "split": split_name}
     gold = np.array([labels.index(r.label) for r in records])
-    return [r.text for r in records], gold, labels, source
+    return [r.text for r in records], gold, labels, source, picked
 
 
 def token_lengths(model_dir: Path, texts: list[str]) -> list[int]:
