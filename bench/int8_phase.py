@@ -2,8 +2,10 @@
 
 For each ``--init-seed`` (the split stays the default ``--seed``'s) the FP32 epochs of the default
 recipe run once; every variant then starts from a copy of that same trained FP32 model and runs
-``core.train.int8_phase`` (the code `python -m core train` runs), so the variants differ only in
-the phase. Rows: the FP32 model (the plain recipe); "ptq_file", the integer file the export builds from it
+``core.qat.int8_phase`` (the code `python -m core train` runs) from the random state and batch
+order a run of its own would have there, so the variants differ only in the phase, and the default
+variant's rows are what `python -m core train --init-seed S` gives. Rows: the FP32 model (the
+plain recipe); "ptq_file", the integer file the export builds from it
 (post-training per-token INT8 with SmoothQuant and GPTQ); "ptq_sim", the PyTorch simulation of
 per-token INT8 on the FP32 weights (round to nearest, the grids of core/quant/grids.py); and for
 each phase variant (validation picks its epoch, epoch 0 included) its simulation ("_sim") and the
@@ -41,13 +43,13 @@ def _file_scores(trainer, tokenizer, split, config, work: Path, calibration=None
     model (a copy is saved: the trainer itself stays usable)."""
     from sklearn.metrics import f1_score
 
-    from core import export
+    from core.quant import shipped
 
     copied = copy.copy(trainer)
     copied.model, copied.prefix = copy.deepcopy((trainer.model, trainer.prefix))
     copied.save(work / "model", tokenizer)
     parts = {"val": split.val, "test": split.test}
-    logits = export.integer_file_logits(work / "model", work / "int8", config.max_length,
+    logits = shipped.integer_file_logits(work / "model", work / "int8", config.max_length,
                                         {p: [r.text for r in rows] for p, rows in parts.items()},
                                         calibration)
     ids = {label: i for i, label in enumerate(trainer.labels)}
@@ -56,12 +58,16 @@ def _file_scores(trainer, tokenizer, split, config, work: Path, calibration=None
 
 
 def one_seed(seed: int, variants: dict, base_config, work: Path) -> list[dict]:
-    from core import train
+    import torch
+
+    from core import qat, train
 
     config = replace(base_config, init_seed=seed, int8_epochs=0)
     t0 = time.perf_counter()
     fp32, tokenizer, split, _ = train.fp32_trainer(config, lambda e: None)
     outcome = fp32.fit()
+    # where a run of its own would start the phase: the RNG (dropout) and the batch order's epoch
+    rng, epoch = torch.get_rng_state(), fp32.loaders["train"].batch_sampler.epoch
     rows = [{"seed": seed, "variant": "fp32", "val": outcome["val"]["macro_f1"] * 100,
              "test": outcome["test"]["macro_f1"] * 100,
              "seconds": round(time.perf_counter() - t0, 1)}]
@@ -72,7 +78,9 @@ def one_seed(seed: int, variants: dict, base_config, work: Path) -> list[dict]:
         t0 = time.perf_counter()
         copied = copy.copy(fp32)  # same loaders and cache; its own model and prefix
         copied.model, copied.prefix = copy.deepcopy((fp32.model, fp32.prefix))
-        trainer, out = train.int8_phase(copied, outcome, replace(config, **fields),
+        torch.set_rng_state(rng)  # so the variant is what `python -m core train` would do
+        fp32.loaders["train"].batch_sampler.epoch = epoch
+        trainer, out = qat.int8_phase(copied, outcome, replace(config, **fields),
                                         lambda e: None)
         phase = out["int8_phase"]
         if not any(r["variant"] == "ptq_sim" for r in rows):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core import gates, model_card, paths, qat
+from core.quant.shipped import YARDSTICKS, int8_verdicts, run_yardstick
 from core.bench.measure import cpu_info
 from core.errors import ConfigError, GateError, ParityError, RunError
 from core.progress import ProgressFn
@@ -111,7 +112,7 @@ class _Context:
         self.yardstick = run_yardstick(self.run, config.data)
         self.stage: Path | None = None
         self.artifacts: list[Artifact] = []
-        self.ref = self.fp32_logits = self.sensitivity = None
+        self.ref = self.fp32_logits = self.sensitivity = self.last_logits = None
         from core import quant_recipes as qr
 
         # calibration feeds for every INT8 build (ORT and OpenVINO)
@@ -137,6 +138,8 @@ class _Context:
         return load(path, max_length=self.max_length, **options)
 
     def gate(self, name: str, path: Path, seconds: float, runtime, ref) -> Artifact:
+        """Score ``runtime`` on the evaluation set into a new Artifact; its logits stay in
+        ``last_logits`` for the verdicts that follow."""
         self.last_logits = logits = runtime.logits(self.texts)
         art = Artifact(name, self.final(path) if self.stage in path.parents else str(path),
                        _mb(path), round(seconds, 2), _scores(self.gold, logits, ref))
@@ -179,75 +182,7 @@ def _mb(path: Path) -> float:
     return round(size / 1e6, 2)
 
 
-def integer_file_logits(model_dir: Path, work: Path, max_length: int,
-                        texts: dict[str, list[str]], calibration: list[str] | None = None
-                        ) -> dict[str, np.ndarray]:
-    """Build the integer INT8 file the export builds (FP32 ONNX at the default opset, ORT's
-    fusion, the per-token integer recipe: on the model's own grid for an INT8-aware model, or,
-    given ``calibration`` sentences, SmoothQuant + GPTQ for a plain one) in the new folder
-    ``work`` (inside the run, beside ``model_dir``'s folder) and return its logits on each list of
-    ``texts``, computed as the export computes them. Training scores its INT8 model this way:
-    the PyTorch simulation and ONNX Runtime round a few activations differently, and 12 quantized
-    layers amplify that to ~1.5% of labels (docs/int8.md), so only the file itself can say what
-    the file will predict."""
-    from core import quantize
-    from core.onnx_export import export_onnx, optimize
-    from core.runtimes import load
-
-    work.mkdir(parents=True)
-    unfused, fused, int8 = work / "model.onnx", work / "model_optimized.onnx", work / "int8.onnx"
-    export_onnx(model_dir, unfused, ExportConfig.__dataclass_fields__["opset"].default,
-                max_length)
-    optimize(unfused, fused, model_dir)
-    if calibration is None:
-        quantize.integer_int8(fused, int8, [], on_grid=True)
-    else:
-        from core import quant_recipes as qr
-
-        batches = qr.encode_batches(model_dir, calibration, max_length=max_length)
-        quantize.integer_int8(fused, int8, batches, on_grid=False)
-    runtime = load(int8, max_length=max_length, precision="int8")
-    return {part: runtime.logits(lines) for part, lines in texts.items()}
-
-
-def run_yardstick(run: RunFolder, data: str | None, part: str = "val") -> dict | None:
-    """What an INT8 file is judged against. For an INT8-aware run (core/qat.py) scored on its own
-    ``part`` split ("val" or "test"): the labels and macro-F1 (points) its training evaluated,
-    since the INT8 computation *is* that model. Otherwise (a plain run, another labeled set, or
-    an INT8-aware run trained before runs recorded their labels) None: FP32 is the yardstick."""
-    config = json.loads((run.model_dir / "config.json").read_text(encoding="utf-8"))
-    if data or not qat.is_int8_aware(config):
-        return None
-    m = run.metrics()
-    labels = (m.get("predictions") or {}).get(part)
-    if labels is None or not m.get(part):
-        return None
-    return {"labels": np.asarray(labels), "macro_f1": m[part]["macro_f1"] * 100}
-
-
-YARDSTICKS = {True: "the run's own evaluated labels and macro-F1 (an INT8-aware run: its INT8 "
-                    "computation is the model that was validated)",
-              False: "the FP32 model (post-training quantization of a plain run)"}
-
-
-def int8_verdicts(scores: dict, pred: np.ndarray, fp32_f1: float, yardstick: dict | None,
-                  name: str) -> list:
-    """Sets ``scores["macro_f1_delta"]`` (and ``agreement_with_run``, % of labels equal to the
-    run's own) against the yardstick (:func:`run_yardstick`; None = FP32, whose macro-F1 is
-    ``fp32_f1``) and returns the INT8 verdicts (core.gates.quantized)."""
-    if yardstick is None:
-        scores["macro_f1_delta"] = round(scores["macro_f1"] - fp32_f1, 2)
-        return gates.quantized(scores, name)
-    if len(yardstick["labels"]) != len(pred):
-        raise RunError(f"the run recorded {len(yardstick['labels'])} validation labels but its "
-                       f"split has {len(pred)} sentences: retrain the run")
-    scores["agreement_with_run"] = round(float((pred == yardstick["labels"]).mean()) * 100, 2)
-    scores["macro_f1_delta"] = round(scores["macro_f1"] - yardstick["macro_f1"], 2)
-    return gates.quantized(scores, name, against_run=True)
-
-
-def _judge(ctx: _Context, art: Artifact, fp32: Artifact, logits: np.ndarray,
-           yardstick: dict | None) -> None:
+def _judge(art: Artifact, fp32: Artifact, logits: np.ndarray, yardstick: dict | None) -> None:
     """ΔF1, size ratio and the reduced-precision verdicts of ``art`` against ``yardstick``
     (:func:`run_yardstick`; None: ONNX FP32)."""
     art.metrics["size_ratio"] = round(art.size_mb / fp32.size_mb, 3)
@@ -320,15 +255,15 @@ def _step_int8(ctx: _Context, fused: Path, unfused: Path, fp32: Artifact) -> dic
         make(path)
         arts[method] = ctx.gate(name, path, time.perf_counter() - t0,
                                 ctx.load(path, precision="int8"), ctx.fp32_logits)
-        _judge(ctx, arts[method], fp32, ctx.last_logits, ctx.yardstick)
+        _judge(arts[method], fp32, ctx.last_logits, ctx.yardstick)
+    agree = "agreement_with_run" if ctx.yardstick is not None else "agreement"
+    whom = "the run's own evaluated labels" if ctx.yardstick is not None else "FP32"
     method = cfg.int8_method
     if method == "auto":  # the fastest method that is accurate enough
         ok = [m for m in AUTO_ORDER if not arts[m].warnings]
-        method = ok[0] if ok else max(arts, key=lambda m: arts[m].metrics["agreement"])
+        method = ok[0] if ok else max(arts, key=lambda m: arts[m].metrics[agree])
     chosen = arts[method]
     shutil.copyfile(ctx.staged(makers[method][1]), ctx.staged("onnx/model_quantized.onnx"))
-    agree = "agreement_with_run" if ctx.yardstick is not None else "agreement"
-    whom = "the run's own evaluated labels" if ctx.yardstick is not None else "FP32"
     others = "; ".join(f"{a.name}: {a.metrics[agree]}% (ΔF1 "
                        f"{a.metrics['macro_f1_delta']:+.2f})" for m, a in arts.items()
                        if m != method)
@@ -353,7 +288,7 @@ def _step_openvino(ctx: _Context, fp32_path: Path, fp32: Artifact) -> None:
     for name, path in (("openvino_fp32", ov_fp32), ("openvino_int8", ov_int8)):
         art = ctx.gate(name, path, seconds, ctx.load(path), ctx.fp32_logits)
         # converted from the FP32 ONNX graph (not from the run's INT8 model): judged against it
-        _judge(ctx, art, fp32, ctx.last_logits, None)
+        _judge(art, fp32, ctx.last_logits, None)
 
 
 def _copy_model_metadata(model_dir: Path, out: Path) -> None:

@@ -121,5 +121,80 @@ class Int8Aware:
         setattr(self.model.config, MARKER, True)
 
 
+def int8_phase(fp32, outcome: dict, config, emit):
+    """The INT8-aware phase on the trained FP32 model (``fp32``: core.train.Trainer after its
+    fit, ``outcome`` what the fit returned, ``config`` the run's TrainConfig): its logits on the
+    training split become the teacher, the model switches to the INT8 computation (prefix baked,
+    a new prefix cache, fake-quantized trained layers) and trains ``int8_epochs`` at ``int8_lr``.
+    Epoch 0 (the INT8 computation on the FP32 weights, i.e. post-training quantization) is a
+    candidate, so the phase never ends worse on validation. Returns (trainer, outcome)."""
+    import time
+    from dataclasses import replace
+
+    from core.freeze import FrozenPrefix
+
+    t0 = time.perf_counter()
+    teacher = fp32.logits("train")
+    model = fp32.acc.unwrap_model(fp32.model)
+    fp32.prefix.restore()
+    int8 = Int8Aware(model, config.freeze_below)
+    prefix = FrozenPrefix(model, config.freeze_below)
+    phase_config = replace(config, epochs=config.int8_epochs, learning_rate=config.int8_lr,
+                           label_smoothing=0.0, patience=0)
+    trainer = type(fp32)(fp32.acc, model, prefix, fp32.loaders, phase_config, fp32.labels, emit,
+                         teacher=teacher, phase="int8", steps_around=(fp32.step, 0))
+    trainer.examples_seen = fp32.examples_seen
+    # the INT8 computation on the FP32 weights (post-training quantization, round to nearest)
+    ptq = {f"{part}_macro_f1": trainer.evaluate(part)[0]["macro_f1"] for part in ("val", "test")
+           if len(fp32.loaders[part])}
+    phase = trainer.fit(from_start=True)
+    int8.finish()  # the best epoch's weights onto the INT8 grids; plain forwards again
+    history = outcome["history"] + phase["history"]
+    summary = {"fp32": {k: outcome[k] for k in ("val", "test", "best_epoch")},
+               "ptq": ptq,
+               "best_epoch": phase["best_epoch"], "epochs": config.int8_epochs,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    return trainer, {**phase, "best_epoch": outcome["best_epoch"], "history": history,
+                     "epochs_run": outcome["epochs_run"],  # FP32 epochs; the phase's below
+                     "stopped_early": outcome["stopped_early"],
+                     "epoch_seconds": outcome["epoch_seconds"] + phase["epoch_seconds"],
+                     "int8_phase": summary}
+
+
+def score_int8_file(outcome: dict, staging, split, labels: list[str], max_length: int,
+                    emit) -> None:
+    """An INT8-aware run reports and records what its exported integer file computes: validation
+    and test are scored by that file (core.quant.shipped.integer_file_logits) in place of the
+    PyTorch simulation, whose scores stay in ``int8_phase["simulated"]`` with the share of
+    labels the two agree on. ``staging``: the new run folder, its model/ saved."""
+    import shutil
+
+    import numpy as np
+
+    from core.predict import classification_metrics
+    from core.quant import shipped
+
+    emit({"message": "scoring the integer INT8 file on validation and test"})
+    parts = {part: getattr(split, part) for part in ("val", "test") if getattr(split, part)}
+    work = staging / ".int8-file"
+    try:
+        texts = {p: [r.text for r in rows] for p, rows in parts.items()}
+        logits = shipped.integer_file_logits(staging / "model", work, max_length, texts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ids = {label: i for i, label in enumerate(labels)}
+    simulated = outcome["int8_phase"]["simulated"] = {}
+    for part, rows in parts.items():
+        gold = np.array([ids[r.label] for r in rows])
+        z = logits[part] - logits[part].max(-1, keepdims=True)
+        log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        preds = logits[part].argmax(-1).tolist()
+        metrics = classification_metrics(gold.tolist(), preds, labels)
+        metrics["loss"] = float(-log_probs[np.arange(len(gold)), gold].mean())
+        simulated[part] = {"macro_f1": outcome[part]["macro_f1"], "agreement_with_file": float(
+            np.mean(np.array(preds) == np.array(outcome["predictions"][part])))}
+        outcome[part], outcome["predictions"][part] = metrics, preds
+
+
 def is_int8_aware(model_config: dict) -> bool:
     return bool(model_config.get(MARKER))

@@ -11,6 +11,7 @@ import pytest
 
 from core import qat
 from core import quant_recipes as qr
+from core.quant import shipped
 
 from test_quant_recipes import TEXTS  # the same 12 sentences
 
@@ -166,7 +167,7 @@ def test_export_judges_an_int8_aware_run_by_its_own_evaluated_labels(two_runs, t
             model=str(model_dir.parent), out_dir=str(tmp_path / str(aware)), openvino=False,
             calibration_size=40, allow_int8_drift=True))
         reports[aware] = result
-        assert result.int8["yardstick"] == export.YARDSTICKS[aware]
+        assert result.int8["yardstick"] == shipped.YARDSTICKS[aware]
     integer = next(a for a in reports[True].artifacts if a.name == "onnx_int8_integer")
     assert [g["gate"] for g in integer.gates] == ["reproduces_run", "f1_drop"]
     # the run scored its INT8 model with the integer file itself: the export's file reproduces
@@ -182,11 +183,11 @@ def test_export_judges_an_int8_aware_run_by_its_own_evaluated_labels(two_runs, t
     assert [g["gate"] for g in plain.gates] == ["agreement", "f1_drop"]
     assert "agreement_with_run" not in plain.metrics
 
-    yardstick = export.run_yardstick(RunFolder(two_runs[True].parent), None)
-    assert export.run_yardstick(RunFolder(two_runs[False].parent), None) is None
+    yardstick = shipped.run_yardstick(RunFolder(two_runs[True].parent), None)
+    assert shipped.run_yardstick(RunFolder(two_runs[False].parent), None) is None
     doctored = (yardstick["labels"] + 1) % 7  # every label moved to the next class
     scores = {"macro_f1": yardstick["macro_f1"]}
-    verdicts = export.int8_verdicts(scores, doctored, 0.0, yardstick, "doctored file")
+    verdicts = shipped.int8_verdicts(scores, doctored, 0.0, yardstick, "doctored file")
     assert scores["agreement_with_run"] == 0 and not verdicts[0].passed
     assert verdicts[1].passed  # same macro-F1: only the reproduction gate catches it
 
@@ -194,13 +195,13 @@ def test_export_judges_an_int8_aware_run_by_its_own_evaluated_labels(two_runs, t
 def test_bundle_of_an_int8_aware_run_ships_its_integer_file(two_runs, tmp_path):
     """The web export gates the file it ships by the same yardstick: an INT8-aware run's
     integer file, reproducing the run's own labels."""
-    from core import export, web_export
+    from core import web_export
 
     run = two_runs[True].parent
     result = web_export.run(web_export.WebExportConfig(model=str(run), out_dir=str(tmp_path / "b"),
                                                        examples=0))
     report = json.loads((tmp_path / "b" / "bundle_report.json").read_text(encoding="utf-8"))
-    assert report["scores"]["yardstick"] == export.YARDSTICKS[True]
+    assert report["scores"]["yardstick"] == shipped.YARDSTICKS[True]
     assert report["scores"]["agreement_with_run"] == 100.0
     assert [g["gate"] for g in report["gates"]][:2] == ["reproduces_run", "f1_drop"]
     assert json.loads((run / "export_report.json").read_text(encoding="utf-8"))["int8"][
@@ -226,4 +227,4 @@ def test_benchmark_judges_an_int8_aware_run_by_its_own_labels(two_runs, tmp_path
     assert rows["ort-int8"]["f1_delta_vs_run"] == pytest.approx(0.0, abs=1e-9)
     assert "agreement_with_run" not in rows["pytorch"]  # the baseline: the FP32 twin
     assert result.targets["yardstick"] == "run"
-    assert results["eval"]["yardstick"] == export.YARDSTICKS[True]
+    assert results["eval"]["yardstick"] == shipped.YARDSTICKS[True]

@@ -223,6 +223,9 @@ def _start(specs: list[RowSpec], wspecs: dict, skipped: list, emit) -> tuple[lis
                          "threads": info.get("threads_used", wspecs[spec.key].get(
                              "options", {}).get("threads")),
                          "load_s": info.get("load_s"), "import_s": info.get("import_s"),
+                         # resident memory once loaded and called once (the steady state of a
+                         # server between requests); peak_rss_mb comes after every timed batch
+                         "loaded_rss_mb": info.get("rss_after_mb"),
                          "size_mb": info.get("size_bytes", 0) / 1e6,
                          "providers": info.get("providers")})
     return workers, runtimes
@@ -231,8 +234,8 @@ def _start(specs: list[RowSpec], wspecs: dict, skipped: list, emit) -> tuple[lis
 def _quality(workers: list, runtimes: list, texts: list[str], gold: np.ndarray, emit,
              run_labels: np.ndarray | None = None) -> None:
     """Accuracy/macro-F1 of each runtime; agreement and max logit diff against PyTorch. For an
-    INT8-aware run (``run_labels``: the labels its own evaluation computed, core.export.
-    run_yardstick) also ``agreement_with_run`` (%) and ``f1_delta_vs_run`` (points): that
+    INT8-aware run (``run_labels``: the labels its own evaluation computed, core.quant.
+    shipped.run_yardstick) also ``agreement_with_run`` (%) and ``f1_delta_vs_run`` (points): that
     model is the INT8 computation, and PyTorch runs its FP32 twin."""
     logits = {}
     for i, worker in enumerate(workers):
@@ -300,7 +303,7 @@ def run(config: BenchConfig, on_progress: ProgressFn | None = None) -> BenchResu
 def _run(config: BenchConfig, run: RunFolder, emit: ProgressFn) -> BenchResult:
     from core.bench import report as bench_report
     from core.bench.inputs import eval_set, pick_batches, pick_cases
-    from core.export import YARDSTICKS, run_yardstick
+    from core.quant.shipped import YARDSTICKS, run_yardstick
 
     out = Path(config.out_dir) if config.out_dir else \
         run.bench_dir / time.strftime("%Y%m%d-%H%M%S")

@@ -63,7 +63,8 @@ def summary_table(results: dict) -> list[dict]:
             "speed-up": row["speedup_vs_pytorch"],
             f"texts/s b{sizes[-1] if sizes else '-'}": big.get(row["key"], {}).get("throughput"),
             "HTTP req/s": http.get(row["key"], {}).get("throughput"),
-            "peak RSS MB": rt.get("peak_rss_mb"), "RSS vs PyTorch": rt.get("mem_ratio_vs_pytorch"),
+            "RSS loaded MB": rt.get("loaded_rss_mb"), "peak RSS MB": rt.get("peak_rss_mb"),
+            "RSS vs PyTorch": rt.get("mem_ratio_vs_pytorch"),
             "size MB": rt.get("size_mb"), "macro-F1": rt.get("macro_f1"),
             "ΔF1": rt.get("f1_delta_vs_pytorch"), "agree %": rt.get("agreement"),
             **({"= run's labels %": rt.get("agreement_with_run")}
