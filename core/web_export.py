@@ -133,11 +133,12 @@ def _ensure_int8(config: WebExportConfig, run: RunFolder, emit: ProgressFn) -> b
 def _gate_shipped(config: WebExportConfig, run: RunFolder, shipped: Path, max_length: int
                   ) -> tuple[list[dict], dict]:
     """The file the bundle ships, run by ONNX Runtime on the run's validation split (or
-    ``export_data``) against the export's yardstick (core.quant.shipped.run_yardstick: the run's own
-    evaluated labels for an INT8-aware run, else ONNX FP32): label agreement and macro-F1 drop."""
+    ``export_data``) against the export's yardstick (core.quant.shipped.run_yardstick: the
+    run's own evaluated labels for an INT8-aware run, else ONNX FP32): label agreement and
+    macro-F1 drop."""
     from core import data
-    from core.quant import shipped
     from core.predict import logit_scores
+    from core.quant.shipped import YARDSTICKS, int8_verdicts, run_yardstick
     from core.runtimes import load
 
     labels = run.labels()
@@ -149,11 +150,11 @@ def _gate_shipped(config: WebExportConfig, run: RunFolder, shipped: Path, max_le
     fp32 = load(run.onnx("fp32"), max_length=max_length).logits(texts)
     got = load(shipped, max_length=max_length).logits(texts)
     scores = logit_scores(gold, got, fp32)
-    yardstick = shipped.run_yardstick(run, config.export_data)
-    verdicts = shipped.int8_verdicts(scores, got.argmax(-1), logit_scores(gold, fp32)["macro_f1"],
-                                    yardstick, "bundle model")
+    yardstick = run_yardstick(run, config.export_data)
+    verdicts = int8_verdicts(scores, got.argmax(-1), logit_scores(gold, fp32)["macro_f1"],
+                             yardstick, "bundle model")
     scores["eval_size"] = len(texts)
-    scores["yardstick"] = shipped.YARDSTICKS[yardstick is not None]
+    scores["yardstick"] = YARDSTICKS[yardstick is not None]
     return [v.as_dict() for v in verdicts], scores
 
 
