@@ -95,12 +95,20 @@ for run in list_runs():
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     chosen, metrics = runs[st.selectbox("Details of run", list(runs))]
+    phase = metrics.get("int8_phase") or {}
+    if phase.get("fp32"):
+        f1 = {part: (phase["fp32"].get(part) or {}).get("macro_f1") for part in ("val", "test")}
+        st.caption(
+            "INT8-aware run: validation / test macro-F1 above are the integer INT8 file's "
+            f"(what ships); the FP32 model before the INT8-aware epoch scored "
+            f"{f1['val'] or 0:.3f} / {f1['test'] or 0:.3f}.")
+    split_name = "test" if metrics.get("test") else "validation"
     test = metrics.get("test") or metrics.get("val") or {}
     if test.get("confusion_matrix"):
         labels = metrics["labels"]
         st.plotly_chart(px.imshow(test["confusion_matrix"], x=labels, y=labels, text_auto=True,
                                   labels={"x": "predicted", "y": "true"},
-                                  title="Confusion matrix (test split)"), width="stretch")
+                                  title=f"Confusion matrix ({split_name} split)"), width="stretch")
     if test.get("per_class"):
         st.dataframe(pd.DataFrame(test["per_class"]).T)
     with st.expander("Model card"):
