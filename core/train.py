@@ -75,7 +75,7 @@ class TrainConfig:
     # validation/test scores are then the INT8 computation's, the model the INT8 file is
     int8_epochs: int = 1  # INT8-aware epochs after the FP32 ones (0 = a plain FP32 model that
     # the export quantizes after training). One epoch of pure distillation at 5e-5: its integer
-    # file scored +0.03 / +0.30 macro-F1 points against the plain FP32 model on validation / test
+    # file scored -0.21 / +0.01 macro-F1 points against the plain FP32 model on validation / test
     # (mean of 3 init seeds), the export's post-training per-token INT8 of the FP32 model
     # -0.52 / +0.06 (bench/results/int8_phase.md); it adds about a minute to training
     int8_lr: float = 5e-5  # peak learning rate of the INT8-aware phase
