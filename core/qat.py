@@ -144,10 +144,12 @@ def int8_phase(fp32, outcome: dict, config, emit):
     trainer = type(fp32)(fp32.acc, model, prefix, fp32.loaders, phase_config, fp32.labels, emit,
                          teacher=teacher, phase="int8", steps_around=(fp32.step, 0))
     trainer.examples_seen = fp32.examples_seen
-    # the INT8 computation on the FP32 weights (post-training quantization, round to nearest)
-    ptq = {f"{part}_macro_f1": trainer.evaluate(part)[0]["macro_f1"] for part in ("val", "test")
-           if len(fp32.loaders[part])}
+    # the INT8 computation on the FP32 weights (post-training quantization, round to nearest):
+    # its test score here, its validation score is the phase's epoch 0
+    ptq = ({"test_macro_f1": trainer.evaluate("test")[0]["macro_f1"]}
+           if len(fp32.loaders["test"]) else {})
     phase = trainer.fit(from_start=True)
+    ptq["val_macro_f1"] = phase["history"][0]["val_macro_f1"]
     int8.finish()  # the best epoch's weights onto the INT8 grids; plain forwards again
     history = outcome["history"] + phase["history"]
     summary = {"fp32": {k: outcome[k] for k in ("val", "test", "best_epoch")},
